@@ -1,0 +1,1 @@
+"""Application shell: settings, database, import, Telegram client, scheduler and the CLI."""

@@ -1,0 +1,88 @@
+"""Settings from the environment or `.env` (DESIGN.md §6), validated once at start."""
+
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///data/bot.db"
+
+
+class SettingsError(Exception):
+    """A setting has a value the bot cannot use; the message names it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    bot_token: SecretStr | None = None
+    database_url: str = DEFAULT_DATABASE_URL
+    telegram_api_url: str | None = None
+    admin_ids: Annotated[frozenset[int], NoDecode] = frozenset()
+    timezone: str = "Europe/Moscow"
+    language: Literal["ru", "en"] = "ru"
+    csv_delimiter: str | None = None
+    default_period: str = "week"
+
+    @field_validator("admin_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = [part.strip() for part in value.split(",") if part.strip()]
+            try:
+                return frozenset(int(part) for part in parts)
+            except ValueError:
+                raise ValueError("must be comma-separated numeric Telegram user ids") from None
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA timezone {value!r} (try Europe/Moscow)") from None
+        return value
+
+    @field_validator("csv_delimiter", mode="before")
+    @classmethod
+    def _one_char(cls, value: object) -> object:
+        if value in (None, ""):
+            return None
+        if value == r"\t":
+            return "\t"
+        if not isinstance(value, str) or len(value) != 1 or value in "\"'\r\n":
+            raise ValueError("must be a single character such as ; or ,")
+        return value
+
+    @field_validator("telegram_api_url", mode="before")
+    @classmethod
+    def _base_url(cls, value: object) -> object:
+        if value in (None, ""):
+            return None
+        if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) base URL such as http://127.0.0.1:8081")
+        return value.rstrip("/")
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def delimiter_for(self, language: str) -> str:
+        """`;` for Russian (what Russian-locale Excel splits on), `,` otherwise, unless set."""
+        if self.csv_delimiter:
+            return self.csv_delimiter
+        return ";" if language == "ru" else ","
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings, turning pydantic's report into one line per bad setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]).upper()
+            lines.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
+        raise SettingsError("bad setting: " + "; ".join(lines)) from None

@@ -1,0 +1,79 @@
+"""The report model: a period, its filter and the metrics of DESIGN.md §4 for it and the previous period."""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Period:
+    """A half-open range [start, end) of aware datetimes in the report timezone."""
+
+    start: datetime
+    end: datetime
+    tz: ZoneInfo
+    # What the user asked for, normalised ("week", "7d", "2026-11-01..2026-11-15").
+    label: str = ""
+
+    @property
+    def tz_name(self) -> str:
+        return self.tz.key
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeriodPair:
+    current: Period
+    previous: Period
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportFilter:
+    """An optional channel and/or app, as the user typed them (matched case-insensitively)."""
+
+    channel: str | None = None
+    app: str | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return self.channel is None and self.app is None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppKey:
+    channel: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Metrics:
+    """Period metrics of DESIGN.md §4 (all_clients lives on Report: it is not a period metric)."""
+
+    contacted_clients: int = 0
+    new_clients: int = 0
+    appeals: int = 0
+    repeat_appeals: int = 0
+    channel_clients: dict[str, int] = field(default_factory=dict)
+    app_clients: dict[AppKey, int] = field(default_factory=dict)
+
+    @property
+    def returning_clients(self) -> int:
+        return self.contacted_clients - self.new_clients
+
+    @property
+    def channels_overlap(self) -> bool:
+        """True when some client wrote through two channels, so slices add up to more."""
+        return sum(self.channel_clients.values()) > self.contacted_clients
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Report:
+    period: Period
+    previous_period: Period
+    filter: ReportFilter
+    all_clients: int
+    current: Metrics
+    previous: Metrics
+
+    @property
+    def is_empty(self) -> bool:
+        return self.current.appeals == 0

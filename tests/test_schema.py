@@ -1,0 +1,65 @@
+"""Migrations build the schema on both backends and the UTC column keeps instants exact."""
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import insert, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.db import migrate
+from reports.schema import apps, appeals, clients
+
+MSK = timezone(timedelta(hours=3))
+
+
+async def test_migrate_twice_keeps_data(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(insert(apps).values(channel="vk", name="main"))
+    await migrate(engine)
+    async with engine.connect() as connection:
+        assert (await connection.execute(select(apps.c.name))).scalars().all() == ["main"]
+
+
+async def test_aware_instants_are_stored_as_utc_and_compare_correctly(engine: AsyncEngine) -> None:
+    moscow_midnight = datetime(2026, 11, 27, 0, 0, tzinfo=MSK)  # 2026-11-26 21:00 UTC
+    async with engine.begin() as connection:
+        app_id = (await connection.execute(insert(apps).values(channel="vk", name="a"))).inserted_primary_key[0]
+        client_id = (
+            await connection.execute(
+                insert(clients).values(external_id="c", first_appeal_at=moscow_midnight)
+            )
+        ).inserted_primary_key[0]
+        await connection.execute(
+            insert(appeals),
+            [
+                {"external_id": "before", "client_id": client_id, "app_id": app_id,
+                 "created_at": moscow_midnight - timedelta(seconds=1)},
+                {"external_id": "at", "client_id": client_id, "app_id": app_id,
+                 "created_at": moscow_midnight},
+            ],
+        )
+    async with engine.connect() as connection:
+        rows = (
+            await connection.execute(
+                select(appeals.c.external_id, appeals.c.created_at).where(
+                    appeals.c.created_at >= datetime(2026, 11, 26, 21, 0, tzinfo=UTC)
+                )
+            )
+        ).all()
+    assert [(r.external_id, r.created_at) for r in rows] == [
+        ("at", datetime(2026, 11, 26, 21, 0, tzinfo=UTC))
+    ]
+
+
+async def test_naive_instants_are_refused(sqlite_engine: AsyncEngine) -> None:
+    async with sqlite_engine.begin() as connection:
+        with pytest.raises(Exception, match="naive datetime"):
+            await connection.execute(
+                insert(clients).values(external_id="c", first_appeal_at=datetime(2026, 1, 1))
+            )
+
+
+async def test_sqlite_runs_in_wal_mode(sqlite_engine: AsyncEngine) -> None:
+    async with sqlite_engine.connect() as connection:
+        assert (await connection.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
+        assert (await connection.execute(text("PRAGMA busy_timeout"))).scalar() == 10000
