@@ -1,1 +1,1 @@
-"""Client analytics core: periods, metric queries, the report model and its printers (no aiogram)."""
+"""Client analytics core: periods, metric queries, the report model and printers (no aiogram)."""

@@ -3,15 +3,43 @@
 ReportError
  ├── PeriodError   the period text cannot be understood or is out of bounds
  └── FilterError   an unknown channel or app was asked for
+
+A message is kept as an English template plus its values, so the bot can show it in the
+reader's language (the template is the gettext message id).
 """
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+# User input echoed back in an error is cut to this many characters.
+ECHO_MAX = 50
+# Long lists of known names are cut so the error stays one short message.
+KNOWN_SHOWN = 15
+
+
+def echo(value: str) -> str:
+    """User input shortened for quoting back in a message."""
+    flat = " ".join(value.split())
+    return flat if len(flat) <= ECHO_MAX else flat[: ECHO_MAX - 1] + "…"
 
 
 class ReportError(Exception):
     """Root of errors whose message a user may read."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(self, template: str, **values: Any) -> None:
+        self.template = template
+        self.values = values
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        return self.localized(lambda text: text)
+
+    def localized(self, gettext: Callable[[str], str]) -> str:
+        # Only a template with values is formatted: a plain message may quote braces typed by
+        # the user.
+        translated = gettext(self.template)
+        return translated.format(**self.values) if self.values else translated
 
 
 class PeriodError(ReportError):
@@ -19,4 +47,12 @@ class PeriodError(ReportError):
 
 
 class FilterError(ReportError):
-    pass
+    @classmethod
+    def unknown(cls, kind: str, value: str, known: Sequence[str]) -> "FilterError":
+        shown = ", ".join(known[:KNOWN_SHOWN]) + (", …" if len(known) > KNOWN_SHOWN else "")
+        template = (
+            "Unknown channel “{value}”. Known channels: {known}"
+            if kind == "channel"
+            else "Unknown app “{value}”. Known apps: {known}"
+        )
+        return cls(template, value=echo(value), known=shown or "—")

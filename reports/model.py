@@ -1,4 +1,4 @@
-"""The report model: a period, its filter and the metrics of DESIGN.md §4 for it and the previous period."""
+"""The report model: a period, its filter, and the DESIGN.md §4 metrics for it and the prior."""
 
 from dataclasses import dataclass, field
 from datetime import datetime

@@ -7,7 +7,7 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.db import migrate
-from reports.schema import apps, appeals, clients
+from reports.schema import appeals, apps, clients
 
 MSK = timezone(timedelta(hours=3))
 
@@ -23,7 +23,9 @@ async def test_migrate_twice_keeps_data(engine: AsyncEngine) -> None:
 async def test_aware_instants_are_stored_as_utc_and_compare_correctly(engine: AsyncEngine) -> None:
     moscow_midnight = datetime(2026, 11, 27, 0, 0, tzinfo=MSK)  # 2026-11-26 21:00 UTC
     async with engine.begin() as connection:
-        app_id = (await connection.execute(insert(apps).values(channel="vk", name="a"))).inserted_primary_key[0]
+        app_id = (
+            await connection.execute(insert(apps).values(channel="vk", name="a"))
+        ).inserted_primary_key[0]
         client_id = (
             await connection.execute(
                 insert(clients).values(external_id="c", first_appeal_at=moscow_midnight)
@@ -32,10 +34,18 @@ async def test_aware_instants_are_stored_as_utc_and_compare_correctly(engine: As
         await connection.execute(
             insert(appeals),
             [
-                {"external_id": "before", "client_id": client_id, "app_id": app_id,
-                 "created_at": moscow_midnight - timedelta(seconds=1)},
-                {"external_id": "at", "client_id": client_id, "app_id": app_id,
-                 "created_at": moscow_midnight},
+                {
+                    "external_id": "before",
+                    "client_id": client_id,
+                    "app_id": app_id,
+                    "created_at": moscow_midnight - timedelta(seconds=1),
+                },
+                {
+                    "external_id": "at",
+                    "client_id": client_id,
+                    "app_id": app_id,
+                    "created_at": moscow_midnight,
+                },
             ],
         )
     async with engine.connect() as connection:
@@ -55,7 +65,7 @@ async def test_naive_instants_are_refused(sqlite_engine: AsyncEngine) -> None:
     async with sqlite_engine.begin() as connection:
         with pytest.raises(Exception, match="naive datetime"):
             await connection.execute(
-                insert(clients).values(external_id="c", first_appeal_at=datetime(2026, 1, 1))
+                insert(clients).values(external_id="c", first_appeal_at=datetime(2026, 1, 1))  # noqa: DTZ001
             )
 
 

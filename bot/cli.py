@@ -1,0 +1,137 @@
+"""Command line of `python -m bot`: run the bot, migrate, import, demo data and reports."""
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.config import Settings, SettingsError, load_settings
+from bot.db import create_engine, migrate
+from bot.demo import DemoRefused, load_demo
+from bot.importer import ImportFileError, import_file
+from reports.bundle import render_bundle
+from reports.errors import ReportError
+from reports.metrics import build_report
+from reports.model import ReportFilter
+from reports.periods import parse_period
+
+logger = logging.getLogger(__name__)
+
+NO_TOKEN_HELP = """\
+BOT_TOKEN is not set, so the bot cannot connect to Telegram.
+To get a token, open Telegram, talk to @BotFather, send /newbot, choose a name and a username
+ending in "bot", and put the token it gives you into .env as BOT_TOKEN=123456:ABC... (see
+.env.example). Meanwhile you can try the reports without Telegram:
+    .venv/bin/python -m bot demo           # load a realistic sample data set
+    .venv/bin/python -m bot report week    # print this week's client report"""
+
+
+class CliError(Exception):
+    """A one-line error for the terminal."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("run", help="run the Telegram bot (the default)")
+    commands.add_parser("migrate", help="create or upgrade the database schema")
+    importing = commands.add_parser("import", help="load appeals from a CSV or JSON Lines file")
+    importing.add_argument("file", type=Path)
+    demo = commands.add_parser("demo", help="load a realistic sample data set")
+    demo.add_argument("--force", action="store_true", help="replace existing data")
+    report = commands.add_parser("report", help="print the client report for a period")
+    report.add_argument("period", nargs="+", help="e.g. week, month, 7d, 2026-11-01..2026-11-15")
+    report.add_argument("--channel")
+    report.add_argument("--app")
+    report.add_argument("--tz", help="IANA timezone, default TIMEZONE")
+    report.add_argument("--out", type=Path, help="write channels.png, apps.png, clients.csv")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Only the long-running bot logs progress; one-shot commands print their result alone.
+    logging.basicConfig(
+        level=logging.INFO if args.command in (None, "run") else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        settings = load_settings()
+        return asyncio.run(dispatch(args, settings))
+    except (CliError, SettingsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except ReportError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+    except ImportFileError as exc:
+        print(str(exc), file=sys.stderr)
+    except DemoRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except SQLAlchemyError as exc:
+        first_line = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        print(f"error: database problem: {first_line}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+    return 1
+
+
+async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    command = args.command or "run"
+    engine = create_engine(settings.database_url)
+    try:
+        await migrate(engine)
+        if command == "run":
+            return await run_bot(settings, engine)
+        if command == "import":
+            if not args.file.is_file():
+                raise CliError(f"no such file: {args.file}")
+            result = await import_file(engine, args.file)
+            print(
+                f"imported {args.file.name}: {result.rows} rows, {result.new} new, "
+                f"{result.duplicates} duplicates"
+            )
+        elif command == "demo":
+            loaded = await load_demo(engine, now=datetime.now(UTC), force=args.force)
+            print(
+                f"demo data loaded: {loaded.clients} clients, {loaded.appeals} appeals "
+                f"from {loaded.start:%Y-%m-%d} to {loaded.end:%Y-%m-%d}"
+            )
+        elif command == "report":
+            await print_report(engine, settings, args)
+        return 0
+    finally:
+        await engine.dispose()
+
+
+async def print_report(engine: AsyncEngine, settings: Settings, args: argparse.Namespace) -> None:
+    try:
+        zone = ZoneInfo(args.tz) if args.tz else settings.zone
+    except (ZoneInfoNotFoundError, ValueError):
+        raise CliError(f"unknown timezone {args.tz!r} (try Europe/Moscow)") from None
+    periods = parse_period(" ".join(args.period), now=datetime.now(UTC), tz=zone)
+    async with engine.connect() as connection:
+        report = await build_report(
+            connection, periods, ReportFilter(channel=args.channel, app=args.app)
+        )
+    lang = settings.language
+    bundle = render_bundle(report, lang=lang, delimiter=settings.delimiter_for(lang), html=False)
+    print(bundle.text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        written = bundle.write_to(args.out)
+        print("written: " + ", ".join(str(path) for path in written))
+
+
+async def run_bot(settings: Settings, engine: AsyncEngine) -> int:
+    if settings.bot_token is None or not settings.bot_token.get_secret_value().strip():
+        print(NO_TOKEN_HELP, file=sys.stderr)
+        return 2
+    from bot.app import run_polling  # imported late: the CLI's other commands need no aiogram
+
+    return await run_polling(settings, engine)

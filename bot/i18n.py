@@ -1,0 +1,34 @@
+"""Language of each update: the /lang choice, else the Telegram language, else LANGUAGE."""
+
+from pathlib import Path
+from typing import Any
+
+from aiogram.types import TelegramObject, User
+from aiogram.utils.i18n import I18n, I18nMiddleware
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.people import stored_language
+
+LOCALES_DIR = Path(__file__).resolve().parent.parent / "locales"
+SUPPORTED_LANGUAGES = ("ru", "en")
+
+
+def build_i18n(default_language: str) -> I18n:
+    return I18n(path=LOCALES_DIR, default_locale=default_language, domain="messages")
+
+
+def language_of(code: str | None) -> str | None:
+    """`ru`, `en`, or None for a Telegram language code such as `en-US` or `uk`."""
+    base = (code or "").split("-")[0].split("_")[0].lower()
+    return base if base in SUPPORTED_LANGUAGES else None
+
+
+class PeopleI18nMiddleware(I18nMiddleware):
+    async def get_locale(self, event: TelegramObject, data: dict[str, Any]) -> str:
+        user: User | None = data.get("event_from_user")
+        if user is None:
+            return self.i18n.default_locale
+        session: AsyncSession | None = data.get("session")
+        if session is not None and (chosen := await stored_language(session, user.id)):
+            return chosen
+        return language_of(user.language_code) or self.i18n.default_locale

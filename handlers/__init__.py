@@ -1,0 +1,15 @@
+"""aiogram routers, thin: parse the command, call reports, hand the result to bot.delivery."""
+
+from aiogram import Router
+
+from handlers import channels, clients, errors, start
+
+
+def build_routers() -> list[Router]:
+    """Fresh routers in priority order (a router can be attached to one dispatcher only)."""
+    return [
+        start.build_router(),
+        clients.build_router(),
+        channels.build_router(),
+        errors.build_router(),
+    ]

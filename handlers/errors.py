@@ -1,0 +1,53 @@
+"""Error router: a ReportError answers with its message; anything else gets an incident id."""
+
+import html
+import logging
+import uuid
+
+from aiogram import Bot, Router
+from aiogram.filters import ExceptionTypeFilter
+from aiogram.types import ErrorEvent
+from aiogram.utils.i18n import gettext as _
+
+from reports.errors import ReportError
+
+logger = logging.getLogger(__name__)
+
+
+async def reply_to_update(event: ErrorEvent, bot: Bot, text: str) -> None:
+    update = event.update
+    if update.message is not None:
+        await bot.send_message(update.message.chat.id, text)
+    elif update.callback_query is not None:
+        query = update.callback_query
+        await query.answer()
+        if query.message is not None:
+            await bot.send_message(query.message.chat.id, text)
+
+
+def build_router() -> Router:
+    router = Router(name=__name__)
+
+    @router.error(ExceptionTypeFilter(ReportError))
+    async def report_error(event: ErrorEvent, bot: Bot) -> None:
+        assert isinstance(event.exception, ReportError)
+        await reply_to_update(event, bot, html.escape(event.exception.localized(_), quote=False))
+
+    @router.error()
+    async def unexpected_error(event: ErrorEvent, bot: Bot) -> None:
+        incident = uuid.uuid4().hex[:8]
+        logger.error(
+            "incident %s while handling update %s",
+            incident,
+            event.update.update_id,
+            exc_info=event.exception,
+        )
+        await reply_to_update(
+            event,
+            bot,
+            _(
+                "Sorry, something went wrong on our side. Incident id: <code>{incident}</code>."
+            ).format(incident=incident),
+        )
+
+    return router

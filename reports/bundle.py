@@ -1,0 +1,53 @@
+"""Everything one report sends, rendered once: text, two charts and the CSV, for any channel."""
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from reports.charts import render_apps_png, render_channels_png
+from reports.csv_export import render_csv
+from reports.model import Report
+from reports.text import render_text
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportBundle:
+    text: str
+    channels_png: bytes | None
+    apps_png: bytes | None
+    csv: bytes
+    # clients_<first day>_<last day>.csv, the name a lead sees in Telegram.
+    csv_name: str
+
+    @property
+    def charts(self) -> list[tuple[str, bytes]]:
+        named = [("channels.png", self.channels_png), ("apps.png", self.apps_png)]
+        return [(name, data) for name, data in named if data is not None]
+
+    def write_to(self, directory: Path) -> list[Path]:
+        """Write channels.png, apps.png (when the period has data) and clients.csv."""
+        written = []
+        for name, data in [*self.charts, ("clients.csv", self.csv)]:
+            path = directory / name
+            path.write_bytes(data)
+            written.append(path)
+        return written
+
+
+def csv_file_name(report: Report) -> str:
+    period = report.period
+    # The end is exclusive: the last day covered is the one just before it.
+    last_day = (period.end - timedelta(microseconds=1)).date()
+    return f"clients_{period.start.date().isoformat()}_{last_day.isoformat()}.csv"
+
+
+def render_bundle(
+    report: Report, *, lang: str, delimiter: str, html: bool = True, title: str | None = None
+) -> ReportBundle:
+    return ReportBundle(
+        text=render_text(report, lang=lang, html=html, title=title),
+        channels_png=render_channels_png(report, lang=lang),
+        apps_png=render_apps_png(report, lang=lang),
+        csv=render_csv(report, delimiter=delimiter),
+        csv_name=csv_file_name(report),
+    )

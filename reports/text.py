@@ -1,0 +1,202 @@
+"""The text summary of a report: Telegram HTML or plain terminal text, in Russian or English."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from html import escape
+from typing import TypeVar
+
+from reports.i18n import (
+    format_number,
+    format_percent_change,
+    format_range,
+    format_signed,
+    translator,
+)
+from reports.model import AppKey, Metrics, Report
+
+# Telegram refuses longer messages; data strings are cut so the summary stays far below it.
+TEXT_LIMIT = 4096
+NAME_LIMIT = 64
+ELLIPSIS = "…"
+# What joins a channel and an app name wherever both are shown (text, legends).
+APP_SEPARATOR = " · "
+
+
+def shorten(name: str, limit: int = NAME_LIMIT) -> str:
+    """name on one line (whitespace runs collapsed), cut to limit characters ending in "…"."""
+    flat = " ".join(name.split())
+    if len(flat) <= limit:
+        return flat
+    return flat[: limit - 1].rstrip() + ELLIPSIS
+
+
+def app_label(app: AppKey, limit: int = NAME_LIMIT) -> str:
+    """ "channel · app", each part shortened on its own so neither name swallows the other."""
+    return shorten(app.channel, limit) + APP_SEPARATOR + shorten(app.name, limit)
+
+
+K = TypeVar("K", str, AppKey)
+
+
+def _name_key(key: str | AppKey) -> tuple[str, ...]:
+    return (key,) if isinstance(key, str) else (key.channel, key.name)
+
+
+def top_entry(counts: Mapping[K, int]) -> tuple[K, int] | None:
+    """The channel (or app) with the most clients; ties go to the alphabetically first name."""
+    ranked = [(key, value) for key, value in counts.items() if value > 0]
+    if not ranked:
+        return None
+    return min(ranked, key=lambda item: (-item[1], _name_key(item[0])))
+
+
+@dataclass(frozen=True, slots=True)
+class _Markup:
+    """Escapes data and adds tags in HTML mode; passes text through untouched in plain mode."""
+
+    html: bool
+
+    def text(self, value: str) -> str:
+        return escape(value, quote=False) if self.html else value
+
+    def bold(self, value: str) -> str:
+        return f"<b>{self.text(value)}</b>" if self.html else value
+
+    def italic(self, value: str) -> str:
+        return f"<i>{self.text(value)}</i>" if self.html else value
+
+    def line(self, template: str, **parts: str) -> str:
+        # The template (a translation) is escaped too: a translator's "&" must not break HTML.
+        # parts arrive already marked up, so they are substituted after escaping.
+        return self.text(template).format(**parts)
+
+
+def render_text(report: Report, *, lang: str, html: bool = True, title: str | None = None) -> str:
+    """The summary of report for a Telegram message (html=True) or a terminal (html=False).
+
+    Every data string (title, filter values, channel and app names) is shortened and, in HTML
+    mode, escaped; the only tags used are <b> and <i>.
+    """
+    t = translator(lang)
+    _ = t.gettext
+    m = _Markup(html)
+    now, before = report.current, report.previous
+
+    lines: list[str] = []
+    lines.append(m.bold(shorten(title, NAME_LIMIT * 2) if title else _("Clients report")))
+    period_range = format_range(report.period.start, report.period.end, lang)
+    lines.append(
+        m.line(
+            _("Period: {range} ({timezone})"),
+            range=m.text(period_range),
+            timezone=m.text(report.period.tz_name),
+        )
+    )
+    if report.filter.channel is not None and report.filter.app is not None:
+        lines.append(
+            m.line(
+                _("Filter: channel {channel}, app {app}"),
+                channel=m.italic(shorten(report.filter.channel)),
+                app=m.italic(shorten(report.filter.app)),
+            )
+        )
+    elif report.filter.channel is not None:
+        channel = m.italic(shorten(report.filter.channel))
+        lines.append(m.line(_("Filter: channel {channel}"), channel=channel))
+    elif report.filter.app is not None:
+        lines.append(m.line(_("Filter: app {app}"), app=m.italic(shorten(report.filter.app))))
+
+    # The previous period gets a year only when it is not the current one's, as people write it.
+    previous_range = format_range(
+        report.previous_period.start,
+        report.previous_period.end,
+        lang,
+        year=report.previous_period.start.year != report.period.start.year
+        or report.previous_period.end.year != report.period.end.year,
+    )
+    if not report.is_empty:
+        lines.append(m.line(_("Changes vs {range}"), range=m.italic(previous_range)))
+
+    lines.append("")
+    # all_clients is all-time, so it has no previous value to compare with.
+    lines.append(
+        m.line(
+            _("{label}: {value}"),
+            label=m.text(_("All clients")),
+            value=m.bold(format_number(report.all_clients, lang)),
+        )
+    )
+    if report.is_empty:
+        lines.append(m.text(_("No appeals in this period.")))
+        if before.appeals:
+            lines.append(
+                m.line(
+                    _("Appeals in {range}: {value}"),
+                    range=m.text(previous_range),
+                    value=m.text(format_number(before.appeals, lang)),
+                )
+            )
+        return "\n".join(lines)
+
+    rows: list[tuple[str, int, int]] = [
+        (_("Wrote"), now.contacted_clients, before.contacted_clients),
+        (_("New"), now.new_clients, before.new_clients),
+        (_("Returning"), now.returning_clients, before.returning_clients),
+        (_("Appeals"), now.appeals, before.appeals),
+        (_("Repeat appeals"), now.repeat_appeals, before.repeat_appeals),
+    ]
+    for label, value, previous in rows:
+        lines.append(
+            m.line(
+                _("{label}: {value} · {delta} ({percent})"),
+                label=m.text(label),
+                value=m.bold(format_number(value, lang)),
+                delta=m.text(format_signed(value - previous, lang)),
+                percent=m.text(format_percent_change(value, previous, lang)),
+            )
+        )
+
+    lines.extend(_tops(now, lang, m))
+    return "\n".join(lines)
+
+
+def _tops(now: Metrics, lang: str, m: _Markup) -> list[str]:
+    t = translator(lang)
+    _ = t.gettext
+    lines: list[str] = []
+
+    def clients(count: int) -> str:
+        return t.ngettext("{count} client", "{count} clients", count).format(
+            count=format_number(count, lang)
+        )
+
+    channel = top_entry(now.channel_clients)
+    app = top_entry(now.app_clients)
+    if channel is not None or app is not None:
+        lines.append("")
+    if channel is not None:
+        lines.append(
+            m.line(
+                _("Top channel: {name} — {clients}"),
+                name=m.bold(shorten(channel[0])),
+                clients=m.text(clients(channel[1])),
+            )
+        )
+    if app is not None:
+        lines.append(
+            m.line(
+                _("Top app: {name} — {clients}"),
+                name=m.bold(app_label(app[0])),
+                clients=m.text(clients(app[1])),
+            )
+        )
+    if now.channels_overlap:
+        lines.append(
+            m.italic(
+                _(
+                    "A client who wrote through several channels is counted in each of them, "
+                    "so channel figures add up to more than the clients who wrote."
+                )
+            )
+        )
+    return lines
