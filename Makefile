@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PO := $(wildcard locales/*/LC_MESSAGES/messages.po)
 MO := $(PO:.po=.mo)
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean messages
 
 install: $(STAMP) $(MO)
 
@@ -35,3 +35,8 @@ bench: install
 
 clean:
 	rm -rf $(VENV) data/*.db*
+
+# After changing user-visible strings: refresh the catalogs, then translate the new entries.
+messages: install
+	$(VENV)/bin/pybabel extract -F babel.cfg -k __ -k N_ -c TRANSLATORS: --sort-by-file -o locales/messages.pot .
+	$(VENV)/bin/pybabel update --no-fuzzy-matching -i locales/messages.pot -d locales -D messages

@@ -62,8 +62,9 @@ def build_dispatcher(
         renderer=renderer,
         clock=clock or (lambda: datetime.now(UTC)),
     )
-    dispatcher.update.outer_middleware(DbSessionMiddleware(session_factory(engine)))
-    PeopleI18nMiddleware(build_i18n(settings.language)).setup(dispatcher)
+    sessions = session_factory(engine)
+    dispatcher.update.outer_middleware(DbSessionMiddleware(sessions))
+    PeopleI18nMiddleware(build_i18n(settings.language), sessions).setup(dispatcher)
     admin_only = AdminOnlyMiddleware(settings.admin_ids)
     dispatcher.message.outer_middleware(admin_only)
     dispatcher.callback_query.outer_middleware(admin_only)

@@ -5,7 +5,7 @@ from typing import Any
 
 from aiogram.types import TelegramObject, User
 from aiogram.utils.i18n import I18n, I18nMiddleware
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.people import stored_language
 
@@ -24,11 +24,15 @@ def language_of(code: str | None) -> str | None:
 
 
 class PeopleI18nMiddleware(I18nMiddleware):
+    def __init__(self, i18n: I18n, sessions: async_sessionmaker[AsyncSession]) -> None:
+        super().__init__(i18n)
+        self.sessions = sessions
+
     async def get_locale(self, event: TelegramObject, data: dict[str, Any]) -> str:
         user: User | None = data.get("event_from_user")
         if user is None:
             return self.i18n.default_locale
-        session: AsyncSession | None = data.get("session")
-        if session is not None and (chosen := await stored_language(session, user.id)):
-            return chosen
-        return language_of(user.language_code) or self.i18n.default_locale
+        # Its own session: error handlers run after the update's session has closed.
+        async with self.sessions() as session:
+            chosen = await stored_language(session, user.id)
+        return chosen or language_of(user.language_code) or self.i18n.default_locale

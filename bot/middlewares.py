@@ -23,9 +23,13 @@ class DbSessionMiddleware(BaseMiddleware):
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         async with self.sessions() as session:
             data["session"] = session
-            result = await handler(event, data)
-            await session.commit()
-            return result
+            try:
+                result = await handler(event, data)
+                await session.commit()
+                return result
+            finally:
+                # Error handlers see the same data after this session is closed.
+                del data["session"]
 
 
 class AdminOnlyMiddleware(BaseMiddleware):

@@ -109,7 +109,7 @@ def _hue(color: str) -> float:
 
 
 _KNOWN_HUES = tuple(_hue(color) for color in CHANNEL_COLORS.values())
-_MIN_HUE_GAP = 0.04
+_MIN_HUE_GAP = 0.06
 _GOLDEN = 0.618033988749895
 
 
@@ -129,7 +129,7 @@ def channel_color(channel: str) -> str:
             break
         hue = (hue + _GOLDEN) % 1
     saturation = 0.5 + digest[2] / 255 * 0.25
-    value = 0.6 + digest[3] / 255 * 0.25
+    value = 0.5 + digest[3] / 255 * 0.35
     return _hex(colorsys.hsv_to_rgb(hue, saturation, value))
 
 
@@ -237,7 +237,7 @@ def _render(
     t = translator(lang)
     total = sum(item.value for item in slices)
     figure = Figure(figsize=(WIDTH_PX / DPI, HEIGHT_PX / DPI), dpi=DPI, facecolor="white")
-    FigureCanvasAgg(figure)
+    canvas = FigureCanvasAgg(figure)
 
     figure.text(0.04, 0.955, title, **_literal(fontsize=18, fontweight="bold", va="top"))
     y = 0.885
@@ -275,7 +275,7 @@ def _render(
         f" ({format_share(item.value, total, lang)})"
         for item in slices
     ]
-    _add_legend(figure, wedges, labels)
+    _add_legend(figure, canvas, wedges, labels)
 
     buffer = io.BytesIO()
     # No "Software" tag: the same report gives the same bytes on one matplotlib version.
@@ -283,10 +283,12 @@ def _render(
     return buffer.getvalue()
 
 
-def _add_legend(figure: Figure, wedges: list[Any], labels: list[str]) -> None:
+def _add_legend(
+    figure: Figure, canvas: FigureCanvasAgg, wedges: list[Any], labels: list[str]
+) -> None:
     # Wide names (Cyrillic capitals, big counts) can overflow the right edge at the preferred
     # size, so the legend shrinks until it fits rather than being cut off.
-    renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    renderer = canvas.get_renderer()
     size = LEGEND_FONT_SIZE
     while True:
         legend = figure.legend(

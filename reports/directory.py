@@ -26,7 +26,7 @@ async def load_directory(connection: AsyncConnection) -> list[ChannelEntry]:
                 .select_from(appeals.join(apps, apps.c.id == appeals.c.app_id))
                 .group_by(apps.c.channel)
             )
-        ).tuples()
+        ).all()
     )
     per_app = (
         await connection.execute(
@@ -35,7 +35,7 @@ async def load_directory(connection: AsyncConnection) -> list[ChannelEntry]:
             .group_by(apps.c.id, apps.c.channel, apps.c.name)
             .order_by(apps.c.channel, apps.c.name)
         )
-    ).tuples()
+    ).all()
     entries: dict[str, list[tuple[str, int]]] = {}
     for channel, name, count in per_app:
         entries.setdefault(channel, []).append((name, count))

@@ -17,6 +17,11 @@ ECHO_MAX = 50
 KNOWN_SHOWN = 15
 
 
+def N_(message: str) -> str:  # noqa: N802 - the conventional gettext marker name
+    """Mark a message id for `pybabel extract -k N_`; it is translated where it is shown."""
+    return message
+
+
 def echo(value: str) -> str:
     """User input shortened for quoting back in a message."""
     flat = " ".join(value.split())
@@ -51,8 +56,8 @@ class FilterError(ReportError):
     def unknown(cls, kind: str, value: str, known: Sequence[str]) -> "FilterError":
         shown = ", ".join(known[:KNOWN_SHOWN]) + (", …" if len(known) > KNOWN_SHOWN else "")
         template = (
-            "Unknown channel “{value}”. Known channels: {known}"
+            N_("Unknown channel “{value}”. Known channels: {known}")
             if kind == "channel"
-            else "Unknown app “{value}”. Known apps: {known}"
+            else N_("Unknown app “{value}”. Known apps: {known}")
         )
         return cls(template, value=echo(value), known=shown or "—")

@@ -7,7 +7,6 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 from babel.dates import format_date as babel_format_date
-from babel.dates import format_time as babel_format_time
 from babel.numbers import format_decimal, format_percent, get_minus_sign_symbol
 
 # The same catalogs aiogram's I18n middleware reads, so a string is translated once for both.
@@ -68,7 +67,7 @@ def _round_percent(ratio: Decimal) -> Decimal:
 
 
 def _format_percent(percent: Decimal, lang: str) -> str:
-    # normalize() drops a trailing ".0", so 5% rather than 5.0%; the locale places the sign
+    # normalize() drops a trailing ".0", so 5% rather than 5.0%; the locale places the % sign
     # and its spacing (5 % in Russian, with a no-break space).
     value = (percent / 100).normalize()
     return _pin_spaces(
@@ -101,9 +100,9 @@ def format_date(day: date, lang: str, *, year: bool = False) -> str:
     return babel_format_date(day, full if year else short, locale=normalize_language(lang))
 
 
-def format_time(moment: time | datetime, lang: str) -> str:
-    """24-hour clock in both languages (14:35): reports are read next to timestamps in the desk."""
-    return babel_format_time(moment, "HH:mm", locale=normalize_language(lang))
+def format_time(moment: time | datetime) -> str:
+    """24-hour wall-clock time in moment's own zone (14:35), the same in both languages."""
+    return f"{moment.hour:02d}:{moment.minute:02d}"
 
 
 def _is_midnight(moment: datetime) -> bool:
@@ -111,7 +110,7 @@ def _is_midnight(moment: datetime) -> bool:
 
 
 def format_day_range(first: date, last: date, lang: str, *, year: bool = True) -> str:
-    """Inclusive dates: 27 Nov 2026, 1–27 Nov 2026, 28 Oct – 3 Nov 2026, 30 Dec – 2 Jan 2027."""
+    """Inclusive dates: 1–27 Nov 2026, 28 Oct – 3 Nov 2026, 29 Dec 2025 – 4 Jan 2026."""
     if first == last:
         return format_date(last, lang, year=year)
     end = format_date(last, lang, year=year)
@@ -131,7 +130,7 @@ def format_range(start: datetime, end: datetime, lang: str, *, year: bool = True
     if _is_midnight(start) and _is_midnight(end) and end.date() > start.date():
         last = date.fromordinal(end.date().toordinal() - 1)
         return format_day_range(start.date(), last, lang, year=year)
-    start_time, end_time = format_time(start, lang), format_time(end, lang)
+    start_time, end_time = format_time(start), format_time(end)
     if start.date() == end.date():
         return f"{format_date(start.date(), lang, year=year)}, {start_time} → {end_time}"
     start_day = format_date(start.date(), lang, year=year and start.year != end.year)

@@ -100,8 +100,8 @@ async def period_metrics(
         new_clients=totals.new,
         appeals=totals.appeals,
         repeat_appeals=int(totals.repeat),
-        channel_clients=dict(by_channel.tuples()),
-        app_clients={catalog.by_id[app_id]: count for app_id, count in by_app.tuples()},
+        channel_clients=dict(by_channel.all()),
+        app_clients={catalog.by_id[app_id]: count for app_id, count in by_app},
     )
 
 

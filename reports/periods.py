@@ -6,7 +6,7 @@ from datetime import date, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from reports.errors import PeriodError
+from reports.errors import N_, PeriodError
 from reports.model import Period, PeriodPair
 
 __all__ = ["EXAMPLES", "MAX_DAYS", "MAX_YEARS", "last_complete_period", "parse_period"]
@@ -63,13 +63,13 @@ def parse_period(text: str, *, now: datetime, tz: ZoneInfo) -> PeriodPair:
     now_local = _localize(now, tz)
     shown = " ".join(text.split())
     if not shown:
-        raise PeriodError("Empty period. Try: {examples}", examples=EXAMPLES)
+        raise PeriodError(N_("Empty period. Try: {examples}"), examples=EXAMPLES)
     key = shown.lower()
     try:
         return _parse(key, shown, now_local, tz)
     except (OverflowError, ValueError):
         # Only dates near year 1 or 9999 get here: their neighbours do not exist.
-        raise _error("Period {value} is out of range", shown) from None
+        raise _error(N_("Period {value} is out of range. Try: {examples}"), shown) from None
 
 
 def last_complete_period(kind: CompleteKind, *, now: datetime, tz: ZoneInfo) -> PeriodPair:
@@ -95,7 +95,7 @@ def _parse(key: str, shown: str, now: datetime, tz: ZoneInfo) -> PeriodPair:
         first, last = _date(match.group(1), shown), _date(match.group(2), shown)
         label = f"{first.isoformat()}..{last.isoformat()}"
         return _day_range(first, last, label, shown, now, tz)
-    raise _error("Unknown period {value}", shown)
+    raise _error(N_("Unknown period {value}. Try: {examples}"), shown)
 
 
 def _to_date(unit: _ToDateUnit, now: datetime, tz: ZoneInfo) -> PeriodPair:
@@ -147,7 +147,7 @@ def _complete(kind: CompleteKind, now: datetime, tz: ZoneInfo) -> PeriodPair:
 def _last_days(digits: str, shown: str, now: datetime, tz: ZoneInfo) -> PeriodPair:
     count = int(digits) if len(digits) <= 6 else MAX_DAYS + 1
     if not 1 <= count <= MAX_DAYS:
-        raise _error("Day count {value} must be from 1 to 1830", shown)
+        raise _error(N_("Day count {value} must be from 1 to 1830. Try: {examples}"), shown)
     start = _midnight(now.date() - timedelta(days=count - 1), tz)
     return _pair(start, now, f"{count}d", tz)
 
@@ -156,10 +156,10 @@ def _month(year: int, month: int, shown: str, now: datetime, tz: ZoneInfo) -> Pe
     try:
         first = date(year, month, 1)
     except ValueError:
-        raise _error("Invalid date {value}", shown) from None
+        raise _error(N_("Invalid date {value}. Try: {examples}"), shown) from None
     start = _midnight(first, tz)
     if start > now:
-        raise _error("Period {value} starts in the future", shown)
+        raise _error(N_("Period {value} starts in the future. Try: {examples}"), shown)
     label = f"{year:04d}-{month:02d}"
     next_first = _add_months(first, 1)
     if next_first > now.date():
@@ -176,16 +176,16 @@ def _day_range(
 ) -> PeriodPair:
     """Inclusive dates as [first 00:00, (last + 1) 00:00), clipped to now."""
     if last < first:
-        raise _error("Period {value} ends before it starts", shown)
+        raise _error(N_("Period {value} ends before it starts. Try: {examples}"), shown)
     start = _midnight(first, tz)
     if start > now:
-        raise _error("Period {value} starts in the future", shown)
+        raise _error(N_("Period {value} starts in the future. Try: {examples}"), shown)
     if first == last == now.date():
         # Today typed as a date means the same as "today".
         return _relabel(_to_date("today", now, tz), label)
     end = now if last >= now.date() else _midnight(last + timedelta(days=1), tz)
     if start < _minus_years(end, MAX_YEARS):
-        raise _error("Period {value} spans more than 5 years", shown)
+        raise _error(N_("Period {value} spans more than 5 years. Try: {examples}"), shown)
     return _pair(start, end, label, tz)
 
 
@@ -238,7 +238,7 @@ def _date(value: str, shown: str) -> date:
     try:
         return date(int(year), int(month), int(day))
     except ValueError:
-        raise _error("Invalid date {value}", shown) from None
+        raise _error(N_("Invalid date {value}. Try: {examples}"), shown) from None
 
 
 def _error(template: str, shown: str) -> PeriodError:
@@ -247,4 +247,4 @@ def _error(template: str, shown: str) -> PeriodError:
     if len(echo) > ECHO_LIMIT:
         echo = echo[: ECHO_LIMIT - 1] + "…"
     # The template is the translatable message id; the echoed input and examples are values.
-    return PeriodError(template + ". Try: {examples}", value=f"\"{echo}\"", examples=EXAMPLES)
+    return PeriodError(template, value=f'"{echo}"', examples=EXAMPLES)

@@ -3,7 +3,7 @@
 import shlex
 from dataclasses import dataclass
 
-from reports.errors import ReportError, echo
+from reports.errors import N_, ReportError, echo
 from reports.model import ReportFilter
 from reports.schema import NAME_MAX
 
@@ -30,7 +30,7 @@ def parse_request(arguments: str, *, default_period: str) -> ReportRequest:
     try:
         words = shlex.split(arguments)
     except ValueError:
-        raise RequestError("Unbalanced quotes in “{text}”.", text=echo(arguments)) from None
+        raise RequestError(N_("Unbalanced quotes in “{text}”."), text=echo(arguments)) from None
     values: dict[str, str] = {}
     period_words = []
     for word in words:
@@ -40,11 +40,11 @@ def parse_request(arguments: str, *, default_period: str) -> ReportRequest:
             period_words.append(word)
             continue
         if field in values:
-            raise RequestError("{key}= is given twice.", key=field)
+            raise RequestError(N_("{key}= is given twice."), key=field)
         value = value.strip()
         if not value or len(value) > NAME_MAX:
             raise RequestError(
-                "{key}= needs a name of 1 to {limit} characters.", key=field, limit=NAME_MAX
+                N_("{key}= needs a name of 1 to {limit} characters."), key=field, limit=NAME_MAX
             )
         values[field] = value
     return ReportRequest(

@@ -31,7 +31,7 @@ def shorten(name: str, limit: int = NAME_LIMIT) -> str:
 
 
 def app_label(app: AppKey, limit: int = NAME_LIMIT) -> str:
-    """ "channel · app", each part shortened on its own so neither name swallows the other."""
+    """The "channel · app" label, each name shortened on its own so neither hides the other."""
     return shorten(app.channel, limit) + APP_SEPARATOR + shorten(app.name, limit)
 
 

@@ -17,7 +17,6 @@ vk B = 1 (slices add to 6 > 4: they overlap). Apps: Sales A, D = 2; Support C = 
 Группа ВК B = 1. All clients ever: 5.
 """
 
-import json
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -25,30 +24,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.importer import import_file
 from reports.errors import FilterError
 from reports.metrics import build_report
 from reports.model import AppKey, Period, PeriodPair, ReportFilter
+from tests.datasets import OLD_ROWS, ROWS_IN_AND_AROUND_P, VIP, VK_GROUP, load
 
 MSK = ZoneInfo("Europe/Moscow")
-VIP = "Sales & Partners <VIP>"
-VK_GROUP = "Группа ВК"
-
-ROWS_IN_AND_AROUND_P = [
-    ("a2", "A", "whatsapp", "Sales", "2026-11-10T10:00:00+03:00"),
-    ("a3", "A", "telegram", VIP, "2026-11-10T08:00:00Z"),  # 11:00 local
-    ("b1", "B", "vk", VK_GROUP, "2026-11-10T00:00:00+03:00"),
-    ("b2", "B", "vk", VK_GROUP, "2026-11-10T15:00:00+03:00"),
-    ("c1", "C", "whatsapp", "Support", "2026-11-09T23:59:59+03:00"),
-    ("c2", "C", "whatsapp", "Support", "2026-11-10T20:59:59Z"),  # 23:59:59 local
-    ("c3", "C", "whatsapp", "Support", "2026-11-11T00:00:00+03:00"),
-    ("d1", "D", "telegram", VIP, "2026-11-10T12:00:00+03:00"),
-    ("d2", "D", "WhatsApp", "Sales", "2026-11-10T05:00:00-05:00"),  # 13:00 local
-]
-OLD_ROWS = [
-    ("a1", "A", "whatsapp", "Sales", "2023-05-01T09:00:00+03:00"),
-    ("e1", "E", "email", "Inbox", "2025-03-01T09:00:00+03:00"),
-]
 
 
 def day(year: int, month: int, dom: int) -> Period:
@@ -59,17 +40,6 @@ def day(year: int, month: int, dom: int) -> Period:
 
 
 P = PeriodPair(current=day(2026, 11, 10), previous=day(2026, 11, 9))
-
-
-async def load(
-    engine: AsyncEngine, tmp_path: Path, rows: list[tuple[str, ...]], name: str
-) -> None:
-    path = tmp_path / f"{name}.jsonl"
-    fields = ("appeal_id", "client_id", "channel", "app", "created_at")
-    path.write_text(
-        "\n".join(json.dumps(dict(zip(fields, row, strict=True))) for row in rows), "utf-8"
-    )
-    await import_file(engine, path)
 
 
 @pytest.fixture

@@ -1,0 +1,236 @@
+"""Dispatcher-level tests: real routers and middlewares fed updates, with a recording session."""
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from itertools import count
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from aiogram import Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
+from aiogram.types import CallbackQuery, Chat, Message, MessageEntity, Update, User
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+import bot.delivery
+from bot.app import build_dispatcher
+from bot.config import Settings
+from tests.datasets import OLD_ROWS, ROWS_IN_AND_AROUND_P, VIP, load
+from tests.recording_session import RecordingSession
+
+ADMIN = 42
+STRANGER = 777
+# "yesterday" is then the hand-counted local day 2026-11-10 (tests/datasets.py).
+NOW = datetime(2026, 11, 11, 12, 0, tzinfo=ZoneInfo("Europe/Moscow"))
+update_ids = count(1)
+
+
+class Harness:
+    def __init__(self, dispatcher: Dispatcher, bot: Bot, session: RecordingSession) -> None:
+        self.dispatcher, self.bot, self.session = dispatcher, bot, session
+
+    async def send(self, text: str, *, user_id: int = ADMIN, language: str = "en") -> None:
+        entities = []
+        if text.startswith("/"):
+            entities = [MessageEntity(type="bot_command", offset=0, length=len(text.split()[0]))]
+        message = Message(
+            message_id=next(update_ids),
+            date=datetime.now(UTC),
+            chat=Chat(id=user_id, type="private"),
+            from_user=User(id=user_id, is_bot=False, first_name="Lead", language_code=language),
+            text=text,
+            entities=entities,
+        )
+        await self.dispatcher.feed_update(
+            self.bot, Update(update_id=next(update_ids), message=message)
+        )
+
+    async def press(self, data: str, *, user_id: int = ADMIN, language: str = "en") -> None:
+        query = CallbackQuery(
+            id=str(next(update_ids)),
+            from_user=User(id=user_id, is_bot=False, first_name="Lead", language_code=language),
+            chat_instance="1",
+            data=data,
+            message=Message(
+                message_id=1,
+                date=datetime.now(UTC),
+                chat=Chat(id=user_id, type="private"),
+                text="x",
+            ),
+        )
+        await self.dispatcher.feed_update(
+            self.bot, Update(update_id=next(update_ids), callback_query=query)
+        )
+
+    def texts(self) -> list[str]:
+        return [request.text for request in self.session.sent("sendMessage")]
+
+    def names(self) -> list[str]:
+        return [
+            r.__api_method__ for r in self.session.requests if r.__api_method__ != "sendChatAction"
+        ]
+
+
+@pytest.fixture
+async def harness(sqlite_engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[Harness]:
+    await load(sqlite_engine, tmp_path, ROWS_IN_AND_AROUND_P, "recent")
+    await load(sqlite_engine, tmp_path, OLD_ROWS, "old")
+    settings = Settings(
+        _env_file=None,
+        bot_token="123456:TEST",
+        database_url=str(sqlite_engine.url),
+        admin_ids=str(ADMIN),
+        timezone="Europe/Moscow",
+        language="ru",
+    )
+    dispatcher = build_dispatcher(settings, sqlite_engine, clock=lambda: NOW)
+    session = RecordingSession()
+    test_bot = Bot("123456:TEST", session=session, default=DefaultBotProperties(parse_mode="HTML"))
+    yield Harness(dispatcher, test_bot, session)
+    await dispatcher.emit_shutdown()
+
+
+def csv_rows(document: Any) -> list[list[str]]:
+    data = document.document.data
+    assert data.startswith(b"\xef\xbb\xbf")
+    text = data.decode("utf-8-sig")
+    delimiter = ";" if text.startswith("period_start;") else ","
+    return list(csv.reader(io.StringIO(text), delimiter=delimiter))
+
+
+async def test_clients_sends_text_then_two_pies_then_the_csv(harness: Harness) -> None:
+    await harness.send("/clients yesterday")
+    assert harness.names() == ["sendMessage", "sendMediaGroup", "sendDocument"]
+    text = harness.texts()[0]
+    assert "10 Nov 2026 (Europe/Moscow)" in text
+    assert "Wrote: <b>4</b> · +3 (+300%)" in text
+    assert "New: <b>2</b>" in text and "Repeat appeals: <b>5</b>" in text
+    assert "Sales &amp; Partners &lt;VIP&gt;" in text and VIP not in text
+    message = harness.session.sent("sendMessage")[0]
+    buttons = [b.callback_data for row in message.reply_markup.inline_keyboard for b in row]
+    assert buttons == [
+        "rep:today::",
+        "rep:yesterday::",
+        "rep:week::",
+        "rep:month::",
+        "rep:last_month::",
+    ]
+    media = harness.session.sent("sendMediaGroup")[0].media
+    assert [item.media.filename for item in media] == ["channels.png", "apps.png"]
+    assert all(item.media.data.startswith(b"\x89PNG\r\n\x1a\n") for item in media)
+    document = harness.session.sent("sendDocument")[0]
+    assert document.document.filename == "clients_2026-11-10_2026-11-10.csv"
+    rows = {(row[3], row[4], row[5]): (row[6], row[7]) for row in csv_rows(document)[1:]}
+    assert rows[("contacted_clients", "", "")] == ("4", "1")
+    assert rows[("new_clients", "", "")] == ("2", "1")
+    assert rows[("repeat_appeals", "", "")] == ("5", "0")
+    assert rows[("all_clients", "", "")] == ("5", "")
+    assert rows[("app_clients", "telegram", VIP)] == ("2", "0")
+
+
+async def test_russian_user_gets_russian_text_and_semicolon_csv(harness: Harness) -> None:
+    await harness.send("/clients вчера channel=whatsapp", language="ru")
+    text = harness.texts()[0]
+    assert "10 ноября 2026" in text
+    assert "Написали: <b>3</b>" in text
+    assert "whatsapp" in text
+    rows = csv_rows(harness.session.sent("sendDocument")[0])
+    assert rows[0][0] == "period_start" and len(rows[0]) == 8
+
+
+async def test_bad_period_gets_one_message_with_examples(harness: Harness) -> None:
+    await harness.send("/clients 2026-02-30")
+    assert harness.names() == ["sendMessage"]
+    assert harness.texts() == [
+        'Invalid date "2026-02-30". Try: today, yesterday, week, month, last month, 7d, '
+        "2026-11-05, 2026-11, 2026-11-01..2026-11-15"
+    ]
+
+
+async def test_bad_period_is_translated_for_russian_users(harness: Harness) -> None:
+    await harness.send("/clients <b>&", language="ru")
+    assert harness.names() == ["sendMessage"]
+    (text,) = harness.texts()
+    assert text.startswith("Неизвестный период")
+    assert "&lt;b&gt;&amp;" in text
+
+
+async def test_unknown_channel_lists_the_known_ones(harness: Harness) -> None:
+    await harness.send("/clients week channel=fax")
+    assert harness.texts() == [
+        "Unknown channel “fax”. Known channels: email, telegram, vk, whatsapp"
+    ]
+
+
+async def test_empty_period_sends_text_and_csv_but_no_charts(harness: Harness) -> None:
+    await harness.send("/clients 2026-11-05")
+    assert harness.names() == ["sendMessage", "sendDocument"]
+    assert "No appeals in this period." in harness.texts()[0]
+
+
+async def test_stranger_gets_their_id_and_nothing_else(harness: Harness) -> None:
+    await harness.send("/clients week", user_id=STRANGER)
+    assert harness.names() == ["sendMessage"]
+    assert "<code>777</code>" in harness.texts()[0]
+
+
+async def test_button_press_answers_and_reruns_with_the_filter(harness: Harness) -> None:
+    await harness.press("rep:yesterday:telegram:")
+    assert harness.names() == [
+        "answerCallbackQuery",
+        "sendMessage",
+        "sendMediaGroup",
+        "sendDocument",
+    ]
+    assert "Wrote: <b>2</b>" in harness.texts()[0]
+
+
+async def test_forged_button_gets_an_alert(harness: Harness) -> None:
+    await harness.press("rep:forever::")
+    assert harness.names() == ["answerCallbackQuery"]
+    assert harness.session.sent("answerCallbackQuery")[0].show_alert
+
+
+async def test_stranger_button_press_is_refused(harness: Harness) -> None:
+    await harness.press("rep:today::", user_id=STRANGER)
+    assert harness.names() == ["answerCallbackQuery"]
+
+
+async def test_lang_switches_replies_to_russian(harness: Harness) -> None:
+    await harness.send("/lang ru")
+    await harness.send("/help")
+    assert harness.texts()[0] == "Язык: русский."
+    assert "<b>Команды</b>" in harness.texts()[1]
+
+
+async def test_help_in_english_defines_every_metric(harness: Harness) -> None:
+    await harness.send("/help")
+    (text,) = harness.texts()
+    for name in ("All clients", "Wrote", "New", "Returning", "Appeals", "Repeat appeals"):
+        assert f"{name}:" in text
+
+
+async def test_channels_lists_apps_with_all_time_clients(harness: Harness) -> None:
+    await harness.send("/channels")
+    (text,) = harness.texts()
+    assert "<b>whatsapp</b>: 3" in text
+    assert "Sales &amp; Partners &lt;VIP&gt;: 2" in text
+    assert "Группа ВК: 1" in text
+
+
+async def test_unexpected_error_gets_an_incident_id_and_the_bot_goes_on(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(bot.delivery, "build_report", broken)
+    await harness.send("/clients week")
+    (apology,) = harness.texts()
+    assert apology.startswith("Sorry, something went wrong on our side. Incident id: <code>")
+    monkeypatch.undo()
+    await harness.send("/help")
+    assert len(harness.texts()) == 2
