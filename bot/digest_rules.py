@@ -1,0 +1,172 @@
+"""Digest rules: parse `/digest daily 09:00`; due slots as pure functions of (rule, now)."""
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from reports.errors import N_, ReportError, echo
+from reports.request import parse_request
+
+Kind = Literal["daily", "weekly", "monthly"]
+KINDS: dict[str, Kind] = {
+    "daily": "daily",
+    "ежедневно": "daily",
+    "weekly": "weekly",
+    "еженедельно": "weekly",
+    "monthly": "monthly",
+    "ежемесячно": "monthly",
+}
+WEEKDAYS = {
+    name: number
+    for number, names in enumerate(
+        [
+            ("mon", "monday", "пн", "понедельник"),
+            ("tue", "tuesday", "вт", "вторник"),
+            ("wed", "wednesday", "ср", "среда"),
+            ("thu", "thursday", "чт", "четверг"),
+            ("fri", "friday", "пт", "пятница"),
+            ("sat", "saturday", "сб", "суббота"),
+            ("sun", "sunday", "вс", "воскресенье"),
+        ]
+    )
+    for name in names
+}
+WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+TIME_RE = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+# A slot later than this after its time is not sent any more, only recorded as skipped.
+MAX_LATENESS = timedelta(hours=6)
+UNKNOWN_RULE = N_(
+    "Unknown digest “{text}”. Try: /digest daily 09:00, /digest weekly mon 09:00, "
+    "/digest monthly 1 09:00 (optionally channel=NAME app=NAME)."
+)
+
+
+class DigestRuleError(ReportError):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DigestRule:
+    kind: Kind
+    at: time
+    # ISO weekday index 0 (Monday) .. 6 for weekly rules.
+    weekday: int | None = None
+    # 1..31 for monthly rules; a shorter month fires on its last day.
+    day_of_month: int | None = None
+    channel: str | None = None
+    app: str | None = None
+
+    def describe(self) -> str:
+        when = f"{self.at:%H:%M}"
+        if self.kind == "weekly" and self.weekday is not None:
+            when = f"{WEEKDAY_NAMES[self.weekday]} {when}"
+        elif self.kind == "monthly":
+            when = f"{self.day_of_month} {when}"
+        parts = [self.kind, when]
+        if self.channel:
+            parts.append(f"channel={self.channel}")
+        if self.app:
+            parts.append(f'app="{self.app}"')
+        return " ".join(parts)
+
+
+def parse_rule(arguments: str) -> DigestRule:
+    """`daily 09:00`, `weekly mon 09:00`, `monthly 1 09:00`, each with optional filters."""
+    request = parse_request(arguments, default_period="")
+    words = request.period_text.split()
+    if not words or words[0].casefold() not in KINDS:
+        raise DigestRuleError(UNKNOWN_RULE, text=echo(arguments))
+    kind = KINDS[words[0].casefold()]
+    expected = {"daily": 2, "weekly": 3, "monthly": 3}[kind]
+    if len(words) != expected:
+        raise DigestRuleError(UNKNOWN_RULE, text=echo(arguments))
+    at = _time(words[-1])
+    weekday = day_of_month = None
+    if kind == "weekly":
+        weekday = WEEKDAYS.get(words[1].casefold())
+        if weekday is None:
+            raise DigestRuleError(
+                N_("Unknown weekday “{text}”: use mon..sun."), text=echo(words[1])
+            )
+    elif kind == "monthly":
+        if not words[1].isdigit() or not 1 <= int(words[1]) <= 31:
+            raise DigestRuleError(N_("Day of month “{text}” must be 1..31."), text=echo(words[1]))
+        day_of_month = int(words[1])
+    return DigestRule(
+        kind=kind,
+        at=at,
+        weekday=weekday,
+        day_of_month=day_of_month,
+        channel=request.filter.channel,
+        app=request.filter.app,
+    )
+
+
+def _time(text: str) -> time:
+    match = TIME_RE.match(text)
+    if match is None:
+        raise DigestRuleError(N_("Time “{text}” must look like 09:00."), text=echo(text))
+    return time(int(match.group(1)), int(match.group(2)))
+
+
+def local_instant(day: date, at: time, tz: ZoneInfo) -> datetime:
+    """The UTC instant of a local wall time; a time skipped by a DST change moves to the first
+    valid instant after the gap, a repeated one takes its first occurrence.
+
+    Results are UTC because aware datetimes inside a repeated hour never compare equal across
+    zones (PEP 495), which would break ordering of slots.
+    """
+    naive = datetime.combine(day, at)
+    candidate = naive.replace(tzinfo=tz, fold=0).astimezone(UTC)
+    if candidate.astimezone(tz).replace(tzinfo=None) == naive:
+        return candidate
+    # In a gap: walk from the earliest reading of this wall time to the end of the gap.
+    instant = naive.replace(tzinfo=tz, fold=1).astimezone(UTC)
+    while instant.astimezone(tz).replace(tzinfo=None) < naive:
+        instant += timedelta(minutes=1)
+    return instant
+
+
+def _slot_day(rule: DigestRule, day: date) -> bool:
+    if rule.kind == "daily":
+        return True
+    if rule.kind == "weekly":
+        return day.weekday() == rule.weekday
+    assert rule.day_of_month is not None
+    next_month = (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+    last_day = (next_month - timedelta(days=1)).day
+    return day.day == min(rule.day_of_month, last_day)
+
+
+def slot_days(rule: DigestRule, around: date) -> list[date]:
+    """Local dates on which the rule fires, from ~32 days before to ~32 days after `around`."""
+    return [
+        day
+        for day in (around + timedelta(days=offset) for offset in range(-32, 33))
+        if _slot_day(rule, day)
+    ]
+
+
+def latest_slot(rule: DigestRule, tz: ZoneInfo, now: datetime) -> datetime | None:
+    """The most recent instant at or before now at which the rule fired."""
+    past = [
+        slot
+        for slot in (
+            local_instant(day, rule.at, tz) for day in slot_days(rule, now.astimezone(tz).date())
+        )
+        if slot <= now
+    ]
+    return max(past) if past else None
+
+
+def next_slot(rule: DigestRule, tz: ZoneInfo, now: datetime) -> datetime:
+    """The first instant after now at which the rule fires."""
+    return min(
+        slot
+        for slot in (
+            local_instant(day, rule.at, tz) for day in slot_days(rule, now.astimezone(tz).date())
+        )
+        if slot > now
+    )
