@@ -7,6 +7,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
@@ -62,3 +63,8 @@ async def migrate(engine: AsyncEngine) -> None:
     async with engine.begin() as connection:
         await connection.run_sync(_upgrade)
     logger.info("database schema is up to date (%s)", engine.url.render_as_string())
+
+
+def dialect_insert(dialect_name: str) -> Any:
+    """The INSERT construct with ON CONFLICT support for this backend."""
+    return postgresql.insert if dialect_name == "postgresql" else sqlite.insert

@@ -1,10 +1,16 @@
-"""The one path that sends a report to a chat: text, then the pies, then the CSV."""
+"""The one path that sends a report to a chat: text, then the pies, then the CSV.
+
+Commands and digests both come through `deliver_bundle`; digests also tell it which parts
+Telegram already accepted, so a restart resends only what is missing.
+"""
 
 import logging
 import time
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass, field
 
 from aiogram import Bot
-from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, InputMediaPhoto
+from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, InputMediaPhoto, Message
 from aiogram.utils.chat_action import ChatActionSender
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -15,21 +21,84 @@ from reports.model import PeriodPair, ReportFilter
 
 logger = logging.getLogger(__name__)
 
+PARTS = ("text", "charts", "csv")
+# Telegram's limit on one message; raw HTML is never shorter than the parsed text it becomes.
+MESSAGE_LIMIT = 4096
+
+PartSent = Callable[[str], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Uploads:
+    """File ids Telegram gave a bundle's files, so later chats get them without re-uploading."""
+
+    charts: list[str] = field(default_factory=list)
+    csv: str | None = None
+
+
+async def produce_bundle(
+    engine: AsyncEngine,
+    renderer: Renderer,
+    *,
+    periods: PeriodPair,
+    report_filter: ReportFilter,
+    lang: str,
+    delimiter: str,
+    title: str | None = None,
+) -> ReportBundle:
+    async with engine.connect() as connection:
+        report = await build_report(connection, periods, report_filter)
+    return await renderer.render(report, lang=lang, delimiter=delimiter, title=title)
+
 
 async def deliver_bundle(
-    bot: Bot, chat_id: int, bundle: ReportBundle, *, keyboard: InlineKeyboardMarkup | None = None
+    bot: Bot,
+    chat_id: int,
+    bundle: ReportBundle,
+    *,
+    keyboard: InlineKeyboardMarkup | None = None,
+    done: Collection[str] = (),
+    on_sent: PartSent | None = None,
+    uploads: Uploads | None = None,
 ) -> None:
-    await bot.send_message(chat_id, bundle.text, reply_markup=keyboard)
+    """Send the parts not in `done`, in order, calling `on_sent(part)` as each is accepted."""
+    if "text" not in done:
+        await bot.send_message(chat_id, bundle.text, reply_markup=keyboard)
+        await _mark(on_sent, "text")
     charts = bundle.charts
-    if len(charts) == 1:
-        name, data = charts[0]
-        await bot.send_photo(chat_id, BufferedInputFile(data, name))
-    elif charts:
-        await bot.send_media_group(
-            chat_id,
-            [InputMediaPhoto(media=BufferedInputFile(data, name)) for name, data in charts],
+    if charts and "charts" not in done:
+        await _send_charts(bot, chat_id, charts, uploads)
+        await _mark(on_sent, "charts")
+    if "csv" not in done:
+        document = (
+            uploads.csv
+            if uploads and uploads.csv
+            else BufferedInputFile(bundle.csv, bundle.csv_name)
         )
-    await bot.send_document(chat_id, BufferedInputFile(bundle.csv, bundle.csv_name))
+        sent = await bot.send_document(chat_id, document)
+        if uploads is not None and sent.document is not None:
+            uploads.csv = sent.document.file_id
+        await _mark(on_sent, "csv")
+
+
+async def _send_charts(
+    bot: Bot, chat_id: int, charts: list[tuple[str, bytes]], uploads: Uploads | None
+) -> None:
+    reuse = uploads is not None and len(uploads.charts) == len(charts)
+    files = uploads.charts if reuse and uploads else [BufferedInputFile(d, n) for n, d in charts]
+    if len(files) == 1:
+        messages: list[Message] = [await bot.send_photo(chat_id, files[0])]
+    else:
+        messages = await bot.send_media_group(
+            chat_id, [InputMediaPhoto(media=media) for media in files]
+        )
+    if uploads is not None and not reuse:
+        uploads.charts = [message.photo[-1].file_id for message in messages if message.photo]
+
+
+async def _mark(on_sent: PartSent | None, part: str) -> None:
+    if on_sent is not None:
+        await on_sent(part)
 
 
 async def send_report(
@@ -42,29 +111,28 @@ async def send_report(
     report_filter: ReportFilter,
     lang: str,
     delimiter: str,
-    title: str | None = None,
     keyboard: InlineKeyboardMarkup | None = None,
 ) -> ReportBundle:
-    """Compute, render and send one report; commands and digests both come through here."""
+    """Compute, render and send one report in answer to a command."""
     started = time.perf_counter()
     # The chat sees "sending photo" while the numbers are computed and the pies drawn.
     async with ChatActionSender.upload_photo(bot=bot, chat_id=chat_id):
-        async with engine.connect() as connection:
-            report = await build_report(connection, periods, report_filter)
-        bundle = await renderer.render(report, lang=lang, delimiter=delimiter, title=title)
+        bundle = await produce_bundle(
+            engine,
+            renderer,
+            periods=periods,
+            report_filter=report_filter,
+            lang=lang,
+            delimiter=delimiter,
+        )
     await deliver_bundle(bot, chat_id, bundle, keyboard=keyboard)
     logger.info(
-        "report %s %s sent to chat %s in %.3f s",
+        "report %s sent to chat %s in %.3f s",
         periods.current.label,
-        report_filter,
         chat_id,
         time.perf_counter() - started,
     )
     return bundle
-
-
-# Telegram's limit on one message; raw HTML is never shorter than the parsed text it becomes.
-MESSAGE_LIMIT = 4096
 
 
 def split_lines(lines: list[str], limit: int = MESSAGE_LIMIT) -> list[str]:

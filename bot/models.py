@@ -1,8 +1,18 @@
 """The bot's full schema: the analytics tables of reports/ plus the bot-side tables."""
 
-from sqlalchemy import BigInteger, Column, String, Table
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Integer,
+    String,
+    Table,
+    UniqueConstraint,
+    true,
+)
 
-from reports.schema import metadata
+from reports.schema import NAME_MAX, UTCDateTime, metadata
 
 people = Table(
     "people",
@@ -12,4 +22,49 @@ people = Table(
     Column("language", String(8), nullable=True),
 )
 
-__all__ = ["metadata", "people"]
+chats = Table(
+    "chats",
+    metadata,
+    Column("chat_id", BigInteger, primary_key=True, autoincrement=False),
+    # None: the TIMEZONE setting.
+    Column("timezone", String(64), nullable=True),
+    # Language of digests: the one of the admin who last set a digest or timezone here.
+    Column("language", String(8), nullable=True),
+)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("chat_id", BigInteger, nullable=False, index=True),
+    Column("kind", String(10), nullable=False),
+    Column("at_time", String(5), nullable=False),
+    Column("weekday", Integer, nullable=True),
+    Column("day_of_month", Integer, nullable=True),
+    Column("channel", String(NAME_MAX), nullable=True),
+    Column("app", String(NAME_MAX), nullable=True),
+    Column("active", Boolean, nullable=False, server_default=true()),
+    Column("deactivated_reason", String(NAME_MAX), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# One row per (subscription, period): claimed before sending, so a digest goes out once even
+# with several bot processes; `parts` lists what Telegram already accepted.
+digest_deliveries = Table(
+    "digest_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("subscription_id", Integer, ForeignKey("subscriptions.id"), nullable=False),
+    Column("period_key", String(32), nullable=False),
+    Column("slot_at", UTCDateTime(), nullable=False),
+    Column("status", String(10), nullable=False),
+    Column("claimed_by", String(64), nullable=True),
+    Column("claim_expires_at", UTCDateTime(), nullable=True),
+    Column("parts", String(64), nullable=False, server_default=""),
+    Column("chat_id", BigInteger, nullable=True),
+    Column("detail", String(NAME_MAX), nullable=True),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("subscription_id", "period_key", name="uq_digest_deliveries_subscription_id"),
+)
+
+__all__ = ["chats", "digest_deliveries", "metadata", "people", "subscriptions"]

@@ -5,56 +5,18 @@ from datetime import datetime
 
 from aiogram import Bot, F, Router
 from aiogram.filters import Command, CommandObject
-from aiogram.filters.callback_data import CallbackData
-from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
+from aiogram.types import CallbackQuery, Message
 from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
-from aiogram.utils.keyboard import InlineKeyboardBuilder
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import Settings
 from bot.delivery import send_report
+from bot.keyboards import BUTTON_PERIODS, ReportButton, report_keyboard
 from bot.rendering import Renderer
 from reports.model import ReportFilter
 from reports.periods import parse_period
 from reports.request import parse_request
-
-# Button code -> period text of the grammar.
-BUTTON_PERIODS = {
-    "today": "today",
-    "yesterday": "yesterday",
-    "week": "week",
-    "month": "month",
-    "last_month": "last month",
-}
-
-
-class ReportButton(CallbackData, prefix="rep"):
-    period: str
-    channel: str = ""
-    app: str = ""
-
-
-def report_keyboard(report_filter: ReportFilter) -> InlineKeyboardMarkup | None:
-    """Re-run buttons that keep the filter; none if the filter cannot fit in 64 bytes."""
-    labels = {
-        "today": _("Today"),
-        "yesterday": _("Yesterday"),
-        "week": _("Week"),
-        "month": _("Month"),
-        "last_month": _("Last month"),
-    }
-    builder = InlineKeyboardBuilder()
-    try:
-        for code, label in labels.items():
-            data = ReportButton(
-                period=code, channel=report_filter.channel or "", app=report_filter.app or ""
-            ).pack()
-            builder.button(text=label, callback_data=data)
-    except ValueError:  # longer than 64 bytes, or a name holding the ':' separator
-        return None
-    builder.adjust(3, 2)
-    return builder.as_markup()
 
 
 async def answer_report(
@@ -79,7 +41,7 @@ async def answer_report(
         report_filter=report_filter,
         lang=lang,
         delimiter=settings.delimiter_for(lang),
-        keyboard=report_keyboard(report_filter),
+        keyboard=report_keyboard(report_filter, _),
     )
 
 

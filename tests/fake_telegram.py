@@ -13,6 +13,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from aiogram import Bot
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
 from aiohttp import web
 
 
@@ -179,7 +183,7 @@ class _Send:
 
 @dataclass
 class _Poll:
-    terminated: bool = False
+    terminated_by: str = ""
 
 
 @dataclass
@@ -681,13 +685,8 @@ class FakeTelegram:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def create_bot(self, token: str | None = None, parse_mode: str | None = "HTML") -> Any:
+    def create_bot(self, token: str | None = None, parse_mode: str | None = "HTML") -> Bot:
         """An aiogram Bot whose AiohttpSession talks to this fake; close its session after use."""
-        from aiogram import Bot
-        from aiogram.client.default import DefaultBotProperties
-        from aiogram.client.session.aiohttp import AiohttpSession
-        from aiogram.client.telegram import TelegramAPIServer
-
         session = AiohttpSession(api=TelegramAPIServer.from_base(self.base_url))
         return Bot(
             token or self.token,
@@ -839,7 +838,7 @@ class FakeTelegram:
         *,
         chat_id: int,
         user_id: int,
-        chat_type: str = "private",
+        chat_type: str | None = None,
         language_code: str = "en",
         first_name: str = "Test",
         last_name: str | None = None,
@@ -848,7 +847,13 @@ class FakeTelegram:
         reply_to: int | dict[str, Any] | None = None,
         **extra: Any,
     ) -> int:
-        """Queue a message from a user; a leading /command gets its bot_command entity."""
+        """Queue a message from a user; a leading /command gets its bot_command entity.
+
+        `chat_type` defaults to what the chat id implies (private, group, or -100... supergroup);
+        `reply_to` is a message id in this chat or a whole message object; `extra` fields are
+        merged into the message.
+        """
+        chat_type = chat_type or _type_from_id(chat_id)
         user = self.add_user(
             user_id,
             first_name=first_name,
@@ -858,12 +863,13 @@ class FakeTelegram:
         )
         chat = self._chats.get(chat_id)
         if chat is None or chat["type"] != chat_type or chat_type == "private" or chat_title:
+            private = chat_type == "private"
             chat = self.add_chat(
                 chat_id,
                 chat_type,
-                title=chat_title,
-                first_name=first_name if chat_type == "private" else None,
-                username=username if chat_type == "private" else None,
+                title=chat_title or (chat or {}).get("title"),
+                first_name=first_name if private else None,
+                username=username if private else (chat or {}).get("username"),
             )
         message: dict[str, Any] = {
             "message_id": self._alloc_message_id(chat_id),
@@ -877,10 +883,13 @@ class FakeTelegram:
             message["entities"] = [
                 {"type": "bot_command", "offset": 0, "length": utf16_len(command.group())}
             ]
+        if isinstance(reply_to, int):
+            original = self._messages.get((chat_id, reply_to))
+            if original is None:
+                raise ValueError(f"no message {reply_to} in chat {chat_id} to reply to")
+            reply_to = original
         if reply_to is not None:
-            message["reply_to_message"] = _snapshot(
-                reply_to if isinstance(reply_to, dict) else self._messages[(chat_id, reply_to)]
-            )
+            message["reply_to_message"] = _snapshot(reply_to)
         message.update(extra)
         self._messages[(chat_id, message["message_id"])] = message
         return self.queue_update({"message": message})
@@ -939,14 +948,16 @@ class FakeTelegram:
         user_id: int,
         new_status: str,
         old_status: str = "left",
-        chat_type: str = "supergroup",
+        chat_type: str | None = None,
         title: str | None = None,
     ) -> int:
         """Queue the bot's own membership change (added to a group, promoted, blocked...).
 
         The fake follows it: "left"/"kicked" makes sends to the chat fail with 403.
         """
-        chat = self._chats.get(chat_id) or self.add_chat(chat_id, chat_type, title=title)
+        chat = self._chats.get(chat_id) or self.add_chat(
+            chat_id, chat_type or _type_from_id(chat_id), title=title
+        )
         user = self._users.get(user_id) or self.add_user(user_id)
         self.set_member(chat_id, self.bot_id, new_status)
         if new_status in ("left", "kicked"):
@@ -1405,7 +1416,7 @@ class FakeTelegram:
     def _set_webhook(self, call: Call) -> bool:
         self._webhook_url = call.params.get("url", "")
         if self._poll is not None:
-            self._poll.terminated = True
+            self._poll.terminated_by = "Conflict: terminated by setWebhook request"
             self._signal.fire()
         return True
 
@@ -1428,7 +1439,7 @@ class FakeTelegram:
         if self._poll is not None:
             if self.poll_conflict == "new":
                 raise ApiError(409, CONFLICT_POLL)
-            self._poll.terminated = True
+            self._poll.terminated_by = CONFLICT_POLL
         self._confirm(offset)
         poll = self._poll = _Poll()
         self._signal.fire()
@@ -1436,7 +1447,7 @@ class FakeTelegram:
             if timeout and not self._deliverable():
                 async with asyncio.timeout(timeout):
                     await self._signal.wait_until(
-                        lambda: self._closing or poll.terminated or bool(self._deliverable())
+                        lambda: self._closing or bool(poll.terminated_by or self._deliverable())
                     )
         except TimeoutError:
             pass
@@ -1444,8 +1455,8 @@ class FakeTelegram:
             if self._poll is poll:
                 self._poll = None
                 self._signal.fire()
-        if poll.terminated:
-            raise ApiError(409, CONFLICT_POLL)
+        if poll.terminated_by:
+            raise ApiError(409, poll.terminated_by)
         return self._deliverable()[:limit]
 
     def _confirm(self, offset: int) -> None:

@@ -1,0 +1,178 @@
+"""Everything the bot sends passes here: one rate limiter and one retry policy for all requests.
+
+Telegram allows about 30 messages a second overall, one a second per chat and 20 a minute per
+group; aiogram neither paces nor retries (a 429 raises TelegramRetryAfter, a 5xx
+TelegramServerError). Both middlewares are installed on the bot's session, so commands and digests
+share them.
+"""
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiogram import Bot
+from aiogram.client.session.middlewares.base import (
+    BaseRequestMiddleware,
+    NextRequestMiddlewareType,
+)
+from aiogram.exceptions import (
+    ClientDecodeError,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
+from aiogram.methods import (
+    CopyMessage,
+    EditMessageText,
+    ForwardMessage,
+    Response,
+    SendDocument,
+    SendMediaGroup,
+    SendMessage,
+    SendPhoto,
+    TelegramMethod,
+)
+
+logger = logging.getLogger(__name__)
+
+# Methods that put a message into a chat and so count against Telegram's limits.
+COUNTED = (
+    SendMessage,
+    SendPhoto,
+    SendDocument,
+    SendMediaGroup,
+    EditMessageText,
+    CopyMessage,
+    ForwardMessage,
+)
+
+Sleep = Callable[[float], Awaitable[None]]
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    per_second: float = 25.0
+    chat_interval: float = 1.0
+    group_per_minute: int = 20
+
+
+class OutboundLimiter:
+    """Reserves the earliest moment each message may go out, then waits for it.
+
+    Reservations are made without awaiting in between, so on one event loop they never race.
+    """
+
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.limits = limits or Limits()
+        self._clock, self._sleep = clock, sleep
+        self._next_global = 0.0
+        self._next_in_chat: dict[int | str, float] = {}
+        self._group_sends: dict[int | str, deque[float]] = {}
+
+    def reserve(self, chat_id: int | str, weight: int = 1) -> float:
+        """Book `weight` messages for the chat; returns the moment they may be sent."""
+        limits = self.limits
+        at = max(self._clock(), self._next_global, self._next_in_chat.get(chat_id, 0.0))
+        if _is_group(chat_id):
+            window = self._group_sends.setdefault(chat_id, deque())
+            while len(window) + weight > limits.group_per_minute:
+                # The oldest send must leave the 60 s window first.
+                at = max(at, window.popleft() + 60.0)
+            window.extend([at] * weight)
+        self._next_global = at + weight / limits.per_second
+        self._next_in_chat[chat_id] = at + weight * limits.chat_interval
+        return at
+
+    async def wait(self, chat_id: int | str, weight: int = 1) -> None:
+        delay = self.reserve(chat_id, weight) - self._clock()
+        if delay > 0:
+            await self._sleep(delay)
+
+
+def _is_group(chat_id: int | str) -> bool:
+    # Groups and channels have negative ids (or an @username for public channels).
+    return isinstance(chat_id, str) or chat_id < 0
+
+
+class RateLimitMiddleware(BaseRequestMiddleware):
+    def __init__(self, limiter: OutboundLimiter) -> None:
+        self.limiter = limiter
+
+    async def __call__(
+        self, make_request: NextRequestMiddlewareType[Any], bot: Bot, method: TelegramMethod[Any]
+    ) -> Response[Any]:
+        if isinstance(method, COUNTED):
+            chat_id = getattr(method, "chat_id", None)
+            if chat_id is not None:
+                weight = len(method.media) if isinstance(method, SendMediaGroup) else 1
+                await self.limiter.wait(chat_id, weight)
+        return await make_request(bot, method)
+
+
+class RetryMiddleware(BaseRequestMiddleware):
+    """429: wait retry_after and try again; 5xx, garbled answers and network errors: back off."""
+
+    def __init__(
+        self,
+        *,
+        attempts: int = 3,
+        base_delay: float = 0.5,
+        max_retry_after: float = 300.0,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.attempts, self.base_delay = attempts, base_delay
+        self.max_retry_after = max_retry_after
+        self._sleep = sleep
+
+    async def __call__(
+        self, make_request: NextRequestMiddlewareType[Any], bot: Bot, method: TelegramMethod[Any]
+    ) -> Response[Any]:
+        failures = 0
+        while True:
+            try:
+                return await make_request(bot, method)
+            except TelegramRetryAfter as exc:
+                # Flood control is not a failure of the request: it only says when to come back.
+                if exc.retry_after > self.max_retry_after:
+                    raise
+                logger.warning(
+                    "%s: 429, retrying after %s s", method.__api_method__, exc.retry_after
+                )
+                await self._sleep(exc.retry_after)
+            except (TelegramServerError, ClientDecodeError, TelegramNetworkError) as exc:
+                failures += 1
+                if failures >= self.attempts:
+                    logger.error(
+                        "%s failed %s times: %s",
+                        method.__api_method__,
+                        failures,
+                        type(exc).__name__,
+                    )
+                    raise
+                delay = self.base_delay * 2 ** (failures - 1) * (1 + random.random() / 10)
+                logger.warning(
+                    "%s: %s, retry %s in %.2f s",
+                    method.__api_method__,
+                    type(exc).__name__,
+                    failures,
+                    delay,
+                )
+                await self._sleep(delay)
+
+
+def install(bot: Bot, limiter: OutboundLimiter) -> None:
+    """Retry outside, pacing inside: every attempt takes its own place in the queue."""
+    bot.session.middleware(RetryMiddleware())
+    bot.session.middleware(RateLimitMiddleware(limiter))
