@@ -1,22 +1,35 @@
 """Composition root: the Bot, the Dispatcher with its routers and middlewares, and polling."""
 
+import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
-from aiogram.types import BotCommand
+from aiogram.exceptions import (
+    ClientDecodeError,
+    TelegramNetworkError,
+    TelegramServerError,
+    TelegramUnauthorizedError,
+)
+from aiogram.types import BotCommand, User
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot import outbound
 from bot.config import Settings
 from bot.db import session_factory
+from bot.digests import DigestRunner
 from bot.i18n import PeopleI18nMiddleware, build_i18n
 from bot.middlewares import AdminOnlyMiddleware, DbSessionMiddleware
+from bot.outbound import OutboundLimiter
 from bot.rendering import Renderer
+from bot.scheduler import DigestClock
 from handlers import build_routers
 
 logger = logging.getLogger(__name__)
@@ -51,16 +64,30 @@ def build_bot(settings: Settings) -> Bot:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Application:
+    bot: Bot
+    dispatcher: Dispatcher
+    digests: DigestRunner
+    digest_clock: DigestClock
+
+
 def build_dispatcher(
-    settings: Settings, engine: AsyncEngine, *, clock: Clock | None = None
+    settings: Settings,
+    engine: AsyncEngine,
+    *,
+    clock: Clock | None = None,
+    renderer: Renderer | None = None,
+    **workflow_data: Any,
 ) -> Dispatcher:
     """A fresh Dispatcher (routers can be attached once, so tests build one each)."""
-    renderer = Renderer()
+    renderer = renderer or Renderer()
     dispatcher = Dispatcher(
         settings=settings,
         engine=engine,
         renderer=renderer,
         clock=clock or (lambda: datetime.now(UTC)),
+        **workflow_data,
     )
     sessions = session_factory(engine)
     dispatcher.update.outer_middleware(DbSessionMiddleware(sessions))
@@ -71,6 +98,33 @@ def build_dispatcher(
     dispatcher.include_routers(*build_routers())
     dispatcher.shutdown.register(renderer.close)
     return dispatcher
+
+
+def build_application(
+    settings: Settings,
+    engine: AsyncEngine,
+    *,
+    clock: Clock | None = None,
+    limiter: OutboundLimiter | None = None,
+) -> Application:
+    """Everything `python -m bot` runs, wired once; tests build the same with a fake server."""
+    clock = clock or (lambda: datetime.now(UTC))
+    bot = build_bot(settings)
+    outbound.install(bot, limiter or OutboundLimiter())
+    renderer = Renderer()
+    runner = DigestRunner(bot, engine, renderer, settings, clock=clock)
+    digest_clock = DigestClock(runner, engine, settings.timezone, clock)
+    dispatcher = build_dispatcher(
+        settings, engine, clock=clock, renderer=renderer, digest_clock=digest_clock
+    )
+
+    async def on_startup(bot: Bot) -> None:
+        await set_commands(bot)
+        await digest_clock.start()
+
+    dispatcher.startup.register(on_startup)
+    dispatcher.shutdown.register(digest_clock.shutdown)
+    return Application(bot=bot, dispatcher=dispatcher, digests=runner, digest_clock=digest_clock)
 
 
 async def set_commands(bot: Bot) -> None:
@@ -84,16 +138,34 @@ async def set_commands(bot: Bot) -> None:
     )
 
 
+async def wait_for_telegram(bot: Bot, *, max_delay: float = 30.0) -> User:
+    """getMe until Telegram answers: aiogram's polling would otherwise crash at start-up."""
+    delay = 1.0
+    while True:
+        try:
+            return await bot.me()
+        except TelegramUnauthorizedError:
+            raise
+        except (TelegramNetworkError, TelegramServerError, ClientDecodeError) as exc:
+            logger.warning(
+                "Telegram is not reachable (%s); retrying in %.0f s", type(exc).__name__, delay
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)
+
+
 async def run_polling(settings: Settings, engine: AsyncEngine) -> int:
     if not settings.admin_ids:
         logger.warning("ADMIN_IDS is empty: the bot will refuse everyone until it is set")
-    bot = build_bot(settings)
-    dispatcher = build_dispatcher(settings, engine)
+    app = build_application(settings, engine)
     try:
-        me = await bot.get_me()
+        try:
+            me = await wait_for_telegram(app.bot)
+        except TelegramUnauthorizedError:
+            logger.error("Telegram rejected BOT_TOKEN: check the token from @BotFather")
+            return 2
         logger.info("bot @%s starts, database %s", me.username, engine.url.render_as_string())
-        await set_commands(bot)
-        await dispatcher.start_polling(bot)
+        await app.dispatcher.start_polling(app.bot)
     finally:
-        await bot.session.close()
+        await app.bot.session.close()
     return 0

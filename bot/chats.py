@@ -135,3 +135,8 @@ async def move_chat(connection: AsyncConnection, old_chat_id: int, new_chat_id: 
         await connection.execute(
             update(chats).where(chats.c.chat_id == old_chat_id).values(chat_id=new_chat_id)
         )
+
+
+async def chat_zone(session: AsyncSession, chat_id: int, default: str) -> ZoneInfo:
+    """The chat's timezone, set with /timezone, else the TIMEZONE setting."""
+    return ZoneInfo(await chat_timezone(session, chat_id) or default)

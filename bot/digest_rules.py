@@ -149,16 +149,16 @@ def slot_days(rule: DigestRule, around: date) -> list[date]:
     ]
 
 
+def past_slots(rule: DigestRule, tz: ZoneInfo, now: datetime) -> list[datetime]:
+    """Instants at or before now, within about a month, at which the rule fired; oldest first."""
+    slots = (local_instant(day, rule.at, tz) for day in slot_days(rule, now.astimezone(tz).date()))
+    return sorted(slot for slot in slots if slot <= now)
+
+
 def latest_slot(rule: DigestRule, tz: ZoneInfo, now: datetime) -> datetime | None:
     """The most recent instant at or before now at which the rule fired."""
-    past = [
-        slot
-        for slot in (
-            local_instant(day, rule.at, tz) for day in slot_days(rule, now.astimezone(tz).date())
-        )
-        if slot <= now
-    ]
-    return max(past) if past else None
+    past = past_slots(rule, tz, now)
+    return past[-1] if past else None
 
 
 def next_slot(rule: DigestRule, tz: ZoneInfo, now: datetime) -> datetime:

@@ -2,7 +2,7 @@
 
 from aiogram import Router
 
-from handlers import channels, clients, errors, start
+from handlers import channels, clients, digests, errors, start
 
 
 def build_routers() -> list[Router]:
@@ -11,5 +11,6 @@ def build_routers() -> list[Router]:
         start.build_router(),
         clients.build_router(),
         channels.build_router(),
+        digests.build_router(),
         errors.build_router(),
     ]

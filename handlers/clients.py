@@ -2,14 +2,16 @@
 
 from collections.abc import Callable
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from aiogram import Bot, F, Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, Message
 from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from bot.chats import chat_zone
 from bot.config import Settings
 from bot.delivery import send_report
 from bot.keyboards import BUTTON_PERIODS, ReportButton, report_keyboard
@@ -30,8 +32,9 @@ async def answer_report(
     renderer: Renderer,
     clock: Callable[[], datetime],
     lang: str,
+    zone: ZoneInfo,
 ) -> None:
-    periods = parse_period(period_text, now=clock(), tz=settings.zone)
+    periods = parse_period(period_text, now=clock(), tz=zone)
     await send_report(
         bot,
         chat_id,
@@ -58,6 +61,7 @@ def build_router() -> Router:
         renderer: Renderer,
         clock: Callable[[], datetime],
         i18n: I18n,
+        session: AsyncSession,
     ) -> None:
         request = parse_request(command.args or "", default_period=settings.default_period)
         await answer_report(
@@ -70,6 +74,7 @@ def build_router() -> Router:
             renderer=renderer,
             clock=clock,
             lang=i18n.current_locale,
+            zone=await chat_zone(session, message.chat.id, settings.timezone),
         )
 
     @router.callback_query(ReportButton.filter(F.period.in_(BUTTON_PERIODS)))
@@ -82,6 +87,7 @@ def build_router() -> Router:
         renderer: Renderer,
         clock: Callable[[], datetime],
         i18n: I18n,
+        session: AsyncSession,
     ) -> None:
         await query.answer()
         if query.message is None:
@@ -98,6 +104,7 @@ def build_router() -> Router:
             renderer=renderer,
             clock=clock,
             lang=i18n.current_locale,
+            zone=await chat_zone(session, query.message.chat.id, settings.timezone),
         )
 
     @router.callback_query()

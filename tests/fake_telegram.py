@@ -697,7 +697,7 @@ class FakeTelegram:
     # -- inspection -------------------------------------------------------------------------
 
     def calls(self, method: str | None = None) -> list[Call]:
-        """Answered requests in arrival order, optionally of one method (any spelling)."""
+        """Finished requests (answered, refused or dropped) in order; `method` in any case."""
         if method is None:
             return list(self._calls)
         name = _CANONICAL.get(method.lower(), method)
@@ -715,7 +715,10 @@ class FakeTelegram:
         """The current state of a message (after edits), as the fake stores it."""
         return self._messages.get((chat_id, message_id))
 
-    def commands(self, scope: dict[str, Any] | None = None, language_code: str = "") -> list:
+    def commands(
+        self, scope: dict[str, Any] | None = None, language_code: str = ""
+    ) -> list[dict[str, str]]:
+        """The command list stored for a scope (default scope when None) and language."""
         return list(self._commands.get((_scope_key(scope), language_code), []))
 
     @property

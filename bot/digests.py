@@ -1,0 +1,350 @@
+"""The digest run: find due slots, claim them in the ledger, render each report once, deliver.
+
+Exactly once, across restarts and instances: a (subscription, period) row is claimed with a
+conflict-free insert (or a compare-and-set takeover of an expired claim) before anything is sent,
+and each part is recorded when Telegram accepts it, so a run after a crash sends only what is
+missing. A slot found more than MAX_LATENESS late is recorded as skipped instead of sent.
+"""
+
+import asyncio
+import html
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from aiogram import Bot
+from aiogram.exceptions import TelegramForbiddenError, TelegramMigrateToChat
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from bot.chats import Subscription, active_subscriptions, deactivate_chat, move_chat
+from bot.config import Settings
+from bot.db import dialect_insert
+from bot.delivery import PARTS, Uploads, deliver_bundle, produce_bundle
+from bot.digest_rules import MAX_LATENESS, past_slots
+from bot.keyboards import report_keyboard
+from bot.models import digest_deliveries
+from bot.rendering import Renderer
+from reports.bundle import ReportBundle
+from reports.errors import N_, ReportError
+from reports.i18n import translator
+from reports.model import PeriodPair, ReportFilter
+from reports.periods import last_complete_period
+
+logger = logging.getLogger(__name__)
+
+TITLES = {
+    "daily": N_("Daily digest"),
+    "weekly": N_("Weekly digest"),
+    "monthly": N_("Monthly digest"),
+}
+# A slot sent later than this after its time says so in its title.
+DELAY_NOTE_AFTER = timedelta(minutes=5)
+CLAIM_TTL = timedelta(minutes=10)
+
+
+@dataclass(frozen=True, slots=True)
+class DueDigest:
+    subscription: Subscription
+    slot: datetime
+    periods: PeriodPair
+    lang: str
+    delayed: bool
+
+    @property
+    def period_key(self) -> str:
+        return self.periods.current.start.date().isoformat()
+
+    @property
+    def report_identity(self) -> tuple[object, ...]:
+        """Digests with the same identity get the same numbers, so they are rendered once."""
+        rule = self.subscription.rule
+        current = self.periods.current
+        return (
+            current.start,
+            current.end,
+            current.tz_name,
+            rule.channel,
+            rule.app,
+            self.lang,
+            rule.kind,
+            self.delayed,
+        )
+
+
+@dataclass(slots=True)
+class RunSummary:
+    sent: int = 0
+    skipped: int = 0
+    failed: int = 0
+    busy: int = 0
+    rendered: int = 0
+    chats: list[int] = field(default_factory=list)
+
+
+class DigestRunner:
+    def __init__(
+        self,
+        bot: Bot,
+        engine: AsyncEngine,
+        renderer: Renderer,
+        settings: Settings,
+        *,
+        clock: Callable[[], datetime],
+        instance_id: str | None = None,
+    ) -> None:
+        self.bot, self.engine, self.renderer, self.settings = bot, engine, renderer, settings
+        self.clock = clock
+        self.instance_id = instance_id or uuid.uuid4().hex[:16]
+
+    async def run(self, only: set[int] | None = None) -> RunSummary:
+        """Deliver every due digest (or those of the given subscriptions) not yet delivered."""
+        now = self.clock()
+        summary = RunSummary()
+        async with self.engine.connect() as connection:
+            subscriptions = await active_subscriptions(connection, only)
+            recorded = await latest_recorded_slots(connection)
+        claimed: list[tuple[DueDigest, set[str]]] = []
+        for subscription in subscriptions:
+            for due in self._due(subscription, now, recorded.get(subscription.id)):
+                if now - due.slot > MAX_LATENESS:
+                    summary.skipped += await self._record_skipped(due, now)
+                    continue
+                parts = await self._claim(due, now)
+                if parts is None:
+                    summary.busy += 1
+                    continue
+                claimed.append((due, parts))
+
+        bundles: dict[tuple[object, ...], tuple[ReportBundle | ReportError, Uploads]] = {}
+        for due, _parts in claimed:
+            if due.report_identity not in bundles:
+                bundles[due.report_identity] = (await self._render(due), Uploads())
+                summary.rendered += 1
+        # Each chat is its own task: a 429 or a slow chat holds up only itself.
+        results = await asyncio.gather(
+            *(self._deliver(due, parts, *bundles[due.report_identity]) for due, parts in claimed),
+            return_exceptions=True,
+        )
+        for (due, _parts), result in zip(claimed, results, strict=True):
+            if result is True:
+                summary.sent += 1
+                summary.chats.append(due.subscription.chat_id)
+            else:
+                summary.failed += 1
+                if isinstance(result, BaseException):
+                    logger.error(
+                        "digest %s to chat %s failed",
+                        due.subscription.id,
+                        due.subscription.chat_id,
+                        exc_info=result,
+                    )
+        return summary
+
+    def _due(
+        self, subscription: Subscription, now: datetime, last_recorded: datetime | None
+    ) -> list[DueDigest]:
+        """Slots not yet settled: from the newest one in the ledger (it may be unfinished) on.
+
+        A digest created after a slot starts with the next one.
+        """
+        zone = subscription.zone(self.settings.timezone)
+        floor = max(subscription.created_at, last_recorded or subscription.created_at)
+        return [
+            DueDigest(
+                subscription=subscription,
+                slot=slot,
+                periods=last_complete_period(subscription.rule.kind, now=slot, tz=zone),
+                lang=subscription.language or self.settings.language,
+                delayed=now - slot > DELAY_NOTE_AFTER,
+            )
+            for slot in past_slots(subscription.rule, zone, now)
+            if slot >= floor
+        ]
+
+    async def _record_skipped(self, due: DueDigest, now: datetime) -> int:
+        """Mark a slot found too late; an unfinished claim of it is closed as skipped too."""
+        async with self.engine.begin() as connection:
+            insert = dialect_insert(connection.dialect.name)(digest_deliveries).values(
+                subscription_id=due.subscription.id,
+                period_key=due.period_key,
+                slot_at=due.slot,
+                status="skipped",
+                detail="more than 6 hours late",
+                updated_at=now,
+            )
+            inserted = await connection.execute(insert.on_conflict_do_nothing())
+            if inserted.rowcount:
+                logger.warning(
+                    "digest %s for %s skipped: more than 6 hours late",
+                    due.subscription.id,
+                    due.period_key,
+                )
+                return 1
+            closed = await connection.execute(
+                update(digest_deliveries)
+                .where(
+                    digest_deliveries.c.subscription_id == due.subscription.id,
+                    digest_deliveries.c.period_key == due.period_key,
+                    digest_deliveries.c.status == "claimed",
+                    digest_deliveries.c.claim_expires_at < now,
+                )
+                .values(status="skipped", detail="more than 6 hours late", updated_at=now)
+            )
+            return int(closed.rowcount or 0)
+
+    async def _claim(self, due: DueDigest, now: datetime) -> set[str] | None:
+        """Parts already delivered when this runner now owns the slot; None when it does not."""
+        expires = now + CLAIM_TTL
+        async with self.engine.begin() as connection:
+            insert = dialect_insert(connection.dialect.name)(digest_deliveries).values(
+                subscription_id=due.subscription.id,
+                period_key=due.period_key,
+                slot_at=due.slot,
+                status="claimed",
+                claimed_by=self.instance_id,
+                claim_expires_at=expires,
+                parts="",
+                updated_at=now,
+            )
+            if (await connection.execute(insert.on_conflict_do_nothing())).rowcount:
+                return set()
+            row = (
+                await connection.execute(
+                    select(digest_deliveries).where(
+                        digest_deliveries.c.subscription_id == due.subscription.id,
+                        digest_deliveries.c.period_key == due.period_key,
+                    )
+                )
+            ).one()
+            if row.status != "claimed" or row.claim_expires_at >= now:
+                return None
+            # Compare-and-set: only one runner can take over the expired claim it read.
+            taken = await connection.execute(
+                update(digest_deliveries)
+                .where(
+                    and_(
+                        digest_deliveries.c.id == row.id,
+                        digest_deliveries.c.status == "claimed",
+                        digest_deliveries.c.claimed_by == row.claimed_by,
+                        digest_deliveries.c.claim_expires_at == row.claim_expires_at,
+                    )
+                )
+                .values(claimed_by=self.instance_id, claim_expires_at=expires, updated_at=now)
+            )
+            if not taken.rowcount:
+                return None
+            logger.info(
+                "digest %s for %s taken over from %s with parts %r",
+                due.subscription.id,
+                due.period_key,
+                row.claimed_by,
+                row.parts,
+            )
+            return {part for part in row.parts.split(",") if part}
+
+    async def _render(self, due: DueDigest) -> ReportBundle | ReportError:
+        gettext = translator(due.lang).gettext
+        title = gettext(TITLES[due.subscription.rule.kind])
+        if due.delayed:
+            local = due.slot.astimezone(due.periods.current.tz)
+            title += " " + gettext("(delayed: due at {time})").format(time=f"{local:%H:%M}")
+        rule = due.subscription.rule
+        try:
+            return await produce_bundle(
+                self.engine,
+                self.renderer,
+                periods=due.periods,
+                report_filter=ReportFilter(channel=rule.channel, app=rule.app),
+                lang=due.lang,
+                delimiter=self.settings.delimiter_for(due.lang),
+                title=title,
+            )
+        except ReportError as error:
+            # The data changed since the digest was set up (a channel is gone): say so instead.
+            return error
+
+    async def _deliver(
+        self, due: DueDigest, done: set[str], bundle: ReportBundle | ReportError, uploads: Uploads
+    ) -> bool:
+        chat_id = due.subscription.chat_id
+
+        async def record(part: str) -> None:
+            done.add(part)
+            await self._update(due, parts=",".join(p for p in PARTS if p in done), chat_id=chat_id)
+
+        for _attempt in range(2):
+            try:
+                if isinstance(bundle, ReportError):
+                    gettext = translator(due.lang).gettext
+                    await self.bot.send_message(chat_id, _escape(bundle.localized(gettext)))
+                else:
+                    keyboard = report_keyboard(
+                        ReportFilter(
+                            channel=due.subscription.rule.channel, app=due.subscription.rule.app
+                        ),
+                        translator(due.lang).gettext,
+                    )
+                    await deliver_bundle(
+                        self.bot,
+                        chat_id,
+                        bundle,
+                        keyboard=keyboard,
+                        done=done,
+                        on_sent=record,
+                        uploads=uploads,
+                    )
+                await self._update(due, status="sent", chat_id=chat_id)
+                return True
+            except TelegramMigrateToChat as moved:
+                logger.info(
+                    "chat %s became %s: moving its digests", chat_id, moved.migrate_to_chat_id
+                )
+                async with self.engine.begin() as connection:
+                    await move_chat(connection, chat_id, moved.migrate_to_chat_id)
+                chat_id = moved.migrate_to_chat_id
+            except TelegramForbiddenError as forbidden:
+                logger.warning(
+                    "chat %s refuses messages (%s): its digests are deactivated",
+                    chat_id,
+                    forbidden.message,
+                )
+                async with self.engine.begin() as connection:
+                    await deactivate_chat(connection, chat_id, reason=forbidden.message)
+                await self._update(due, status="failed", detail=forbidden.message[:200])
+                return False
+        return False
+
+    async def _update(self, due: DueDigest, **values: object) -> None:
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                update(digest_deliveries)
+                .where(
+                    digest_deliveries.c.subscription_id == due.subscription.id,
+                    digest_deliveries.c.period_key == due.period_key,
+                    digest_deliveries.c.claimed_by == self.instance_id,
+                )
+                .values(updated_at=self.clock(), **values)
+            )
+
+
+async def latest_recorded_slots(connection: AsyncConnection) -> dict[int, datetime]:
+    rows = await connection.execute(
+        select(
+            digest_deliveries.c.subscription_id, func.max(digest_deliveries.c.slot_at)
+        ).group_by(digest_deliveries.c.subscription_id)
+    )
+    return {subscription_id: _utc(slot) for subscription_id, slot in rows}
+
+
+def _utc(value: datetime) -> datetime:
+    # max() over a typed column comes back untyped on SQLite: plain text or a naive datetime.
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _escape(text: str) -> str:
+    return html.escape(text, quote=False)

@@ -1,0 +1,96 @@
+"""APScheduler as the digest clock only: one job per subscription at its next slot.
+
+Subscriptions in the database are the truth; the in-memory job store is rebuilt from them at
+start and after every change. Jobs never expire for lateness (misfire_grace_time=None: the
+default of one second silently drops a digest whose loop was busy), and at start one catch-up
+run settles slots missed while the bot was down.
+"""
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.date import DateTrigger
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.chats import active_subscriptions
+from bot.digest_rules import next_slot
+from bot.digests import CLAIM_TTL, DigestRunner
+
+logger = logging.getLogger(__name__)
+
+
+class DigestClock:
+    def __init__(
+        self,
+        runner: DigestRunner,
+        engine: AsyncEngine,
+        default_timezone: str,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.runner, self.engine = runner, engine
+        self.default_timezone, self.clock = default_timezone, clock
+        self.scheduler = AsyncIOScheduler(timezone="UTC")
+
+    async def start(self) -> None:
+        self.scheduler.start()
+        summary = await self.runner.run()
+        logger.info(
+            "digest catch-up at start: %s sent, %s skipped, %s failed",
+            summary.sent,
+            summary.skipped,
+            summary.failed,
+        )
+        await self.rebuild()
+
+    async def rebuild(self) -> None:
+        """Replace every job with one per active subscription, at its next slot."""
+        now = self.clock()
+        async with self.engine.connect() as connection:
+            subscriptions = await active_subscriptions(connection)
+        self.scheduler.remove_all_jobs()
+        for subscription in subscriptions:
+            self._schedule(
+                subscription.id,
+                next_slot(subscription.rule, subscription.zone(self.default_timezone), now),
+            )
+        logger.info("digest clock: %s jobs", len(subscriptions))
+
+    def next_runs(self) -> dict[int, datetime]:
+        return {
+            int(job.id.removeprefix("digest:")): job.next_run_time
+            for job in self.scheduler.get_jobs()
+        }
+
+    def _schedule(self, subscription_id: int, when: datetime) -> None:
+        self.scheduler.add_job(
+            self._fire,
+            DateTrigger(run_date=when),
+            args=[subscription_id],
+            id=f"digest:{subscription_id}",
+            replace_existing=True,
+            misfire_grace_time=None,
+            coalesce=True,
+        )
+
+    async def _fire(self, subscription_id: int) -> None:
+        unsettled = True
+        try:
+            summary = await self.runner.run(only={subscription_id})
+            unsettled = bool(summary.failed or summary.busy)
+        finally:
+            # Reschedule from the table: the subscription may have changed or gone meanwhile.
+            now = self.clock()
+            async with self.engine.connect() as connection:
+                found = await active_subscriptions(connection, {subscription_id})
+            for subscription in found:
+                when = next_slot(subscription.rule, subscription.zone(self.default_timezone), now)
+                if unsettled:
+                    # Come back once the claim it could not finish (or could not get) expires.
+                    when = min(when, now + CLAIM_TTL + timedelta(seconds=5))
+                self._schedule(subscription.id, when)
+
+    def shutdown(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
