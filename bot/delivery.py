@@ -4,6 +4,7 @@ Commands and digests both come through `deliver_bundle`; digests also tell it wh
 Telegram already accepted, so a restart resends only what is missing.
 """
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection
@@ -30,10 +31,14 @@ PartSent = Callable[[str], Awaitable[None]]
 
 @dataclass(slots=True)
 class Uploads:
-    """File ids Telegram gave a bundle's files, so later chats get them without re-uploading."""
+    """File ids Telegram gave a bundle's files, so later chats get them without re-uploading.
+
+    Chats are served concurrently: the lock makes the others wait for the first upload.
+    """
 
     charts: list[str] = field(default_factory=list)
     csv: str | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 async def produce_bundle(
@@ -70,30 +75,44 @@ async def deliver_bundle(
         await _send_charts(bot, chat_id, charts, uploads)
         await _mark(on_sent, "charts")
     if "csv" not in done:
-        document = (
-            uploads.csv
-            if uploads and uploads.csv
-            else BufferedInputFile(bundle.csv, bundle.csv_name)
-        )
-        sent = await bot.send_document(chat_id, document)
-        if uploads is not None and sent.document is not None:
-            uploads.csv = sent.document.file_id
+        await _send_csv(bot, chat_id, bundle, uploads)
         await _mark(on_sent, "csv")
+
+
+async def _send_csv(bot: Bot, chat_id: int, bundle: ReportBundle, uploads: Uploads | None) -> None:
+    upload = BufferedInputFile(bundle.csv, bundle.csv_name)
+    if uploads is None:
+        await bot.send_document(chat_id, upload)
+        return
+    async with uploads.lock:
+        if uploads.csv is None:
+            sent = await bot.send_document(chat_id, upload)
+            uploads.csv = sent.document.file_id if sent.document else None
+            return
+    await bot.send_document(chat_id, uploads.csv)
 
 
 async def _send_charts(
     bot: Bot, chat_id: int, charts: list[tuple[str, bytes]], uploads: Uploads | None
 ) -> None:
-    reuse = uploads is not None and len(uploads.charts) == len(charts)
-    files = uploads.charts if reuse and uploads else [BufferedInputFile(d, n) for n, d in charts]
+    files = [BufferedInputFile(data, name) for name, data in charts]
+    if uploads is None:
+        await _send_photos(bot, chat_id, files)
+        return
+    async with uploads.lock:
+        if len(uploads.charts) != len(charts):
+            messages = await _send_photos(bot, chat_id, files)
+            uploads.charts = [message.photo[-1].file_id for message in messages if message.photo]
+            return
+    await _send_photos(bot, chat_id, list(uploads.charts))
+
+
+async def _send_photos(
+    bot: Bot, chat_id: int, files: list[BufferedInputFile] | list[str]
+) -> list[Message]:
     if len(files) == 1:
-        messages: list[Message] = [await bot.send_photo(chat_id, files[0])]
-    else:
-        messages = await bot.send_media_group(
-            chat_id, [InputMediaPhoto(media=media) for media in files]
-        )
-    if uploads is not None and not reuse:
-        uploads.charts = [message.photo[-1].file_id for message in messages if message.photo]
+        return [await bot.send_photo(chat_id, files[0])]
+    return await bot.send_media_group(chat_id, [InputMediaPhoto(media=media) for media in files])
 
 
 async def _mark(on_sent: PartSent | None, part: str) -> None:

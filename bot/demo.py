@@ -1,10 +1,12 @@
 """A realistic, deterministic demo data set of clients and appeals for an empty database."""
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from random import Random
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, func, select
@@ -14,6 +16,8 @@ from bot.importer import AppealRow, store_appeals
 from reports.schema import appeals, apps, clients
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DAYS = 180
 CLIENTS = 5_000
@@ -40,6 +44,7 @@ HOUR_WEIGHT = (
     0.95, 0.9, 0.7, 0.45, 0.3, 0.2, 0.12, 0.07,  # 16-23
 )  # fmt: skip
 SECOND_CHANNEL_SHARE = 0.12
+ACTIVE_DAYS_PER_APPEAL = 3.5
 # Clients whose whole history is today, and earlier clients who write again today, so the
 # `today` and `week` reports of a fresh demo are never empty.
 TODAY_NEW_CLIENTS = 8
@@ -66,7 +71,8 @@ async def load_demo(
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
     start = now - timedelta(days=DAYS)
-    rows = _generate(Random(seed), start=start, end=now)
+    # Generating takes about half a second of CPU: keep it off the event loop.
+    rows = await asyncio.to_thread(_generate, Random(seed), start=start, end=now)
     async with engine.begin() as connection:
         if force:
             # Appeals first: they reference clients and apps.
@@ -105,54 +111,56 @@ async def _refuse_unless_empty(connection: AsyncConnection) -> None:
 
 def _generate(rng: Random, *, start: datetime, end: datetime) -> list[AppealRow]:
     """All demo appeals in chronological order, ids numbered in that order."""
-    channel_names = [name for name, _, _ in CHANNELS]
-    channel_shares = [share for _, share, _ in CHANNELS]
-    app_choices = {name: app_shares for name, _, app_shares in CHANNELS}
-
-    counts = [_appeal_count(rng) for _ in range(CLIENTS)]
-    # The mixture averages about 7 appeals per client; top up the heavy writers in the rare
-    # draw that falls short of the promised minimum.
-    heavy = [index for index, count in enumerate(counts) if count >= 10] or [0]
-    while sum(counts) < MIN_APPEALS:
-        counts[rng.choice(heavy)] += 1
-
     today_start = end.astimezone(DESK_ZONE).replace(hour=0, minute=0, second=0, microsecond=0)
     recent = max(today_start, end - TODAY_WINDOW)
     fresh_today = set(range(CLIENTS - TODAY_NEW_CLIENTS, CLIENTS)) if recent < end else set()
 
+    counts = [_appeal_count(rng) for _ in range(CLIENTS)]
+    for client in fresh_today:
+        counts[client] = min(counts[client], 2)
+    # The mixture averages about 7 appeals per client; top up the regulars in the rare draw
+    # that falls short of the promised minimum.
+    regulars = [index for index, count in enumerate(counts) if count >= 10] or [0]
+    while sum(counts) < MIN_APPEALS:
+        counts[rng.choice(regulars)] += 1
+
     appeals_: list[tuple[datetime, int, str, str]] = []
+    earliest: dict[int, datetime] = {}
+    main_app: dict[int, tuple[str, str]] = {}
+    span = (end - start).total_seconds()
     for client in range(CLIENTS):
-        channels = [_weighted(rng, channel_names, channel_shares)]
-        if rng.random() < SECOND_CHANNEL_SHARE:
-            others = [name for name in channel_names if name != channels[0]]
-            shares = [
-                share
-                for name, share in zip(channel_names, channel_shares, strict=True)
-                if name != channels[0]
-            ]
-            channels.append(_weighted(rng, others, shares))
-        app_of = {
-            channel: _weighted(rng, *zip(*app_choices[channel], strict=True))
-            for channel in channels
-        }
+        channels, app_of = _client_channels(rng)
+        count = counts[client]
         if client in fresh_today:
             arrival = _uniform(rng, recent, end)
-            count = min(counts[client], 2)
+            moments = [arrival] + [_uniform(rng, arrival, end) for _ in range(count - 1)]
         else:
+            # A client writes during an active span that grows with how often they write.
+            # The window is treated as a circle: a span running past `end` goes on at `start`,
+            # the way an export cuts a desk's continuous history, so the load stays level over
+            # the months instead of piling up in the middle.
+            active = min(span * 0.9, ACTIVE_DAYS_PER_APPEAL * 86_400 * (count - 1))
             arrival = _seasonal(rng, start, end)
-            count = counts[client]
-        for number in range(count):
-            # The first appeal always comes through the main channel, later ones mostly do.
-            channel = channels[0] if number == 0 or rng.random() < 0.7 else channels[-1]
-            moment = arrival if number == 0 else _later(rng, arrival, end, client in fresh_today)
+            offset = (arrival - start).total_seconds()
+            moments = [arrival] + [
+                _seasonal(rng, start, end, offset, active) for _ in range(count - 1)
+            ]
+        earliest[client] = min(moments)
+        main_app[client] = (channels[0], app_of[channels[0]])
+        for moment in moments:
+            # Mostly through the main channel; two-channel clients use the other one too.
+            channel = channels[0] if rng.random() < 0.7 else channels[-1]
             appeals_.append((moment, client, channel, app_of[channel]))
 
-    # Some earlier clients come back today.
+    # Some clients known since before yesterday come back today.
     if recent < end:
-        for client in rng.sample(range(CLIENTS - TODAY_NEW_CLIENTS), TODAY_RETURNING_CLIENTS):
-            mine = [item for item in appeals_ if item[1] == client]
-            _, _, channel, app = mine[0]
-            appeals_.append((_uniform(rng, max(recent, mine[0][0]), end), client, channel, app))
+        known = [
+            client
+            for client in range(CLIENTS)
+            if client not in fresh_today and earliest[client] < today_start - timedelta(days=1)
+        ]
+        for client in rng.sample(known, TODAY_RETURNING_CLIENTS):
+            appeals_.append((_uniform(rng, recent, end), client, *main_app[client]))
 
     appeals_.sort(key=lambda item: (item[0], item[1]))
     return [
@@ -167,6 +175,25 @@ def _generate(rng: Random, *, start: datetime, end: datetime) -> list[AppealRow]
     ]
 
 
+def _client_channels(rng: Random) -> tuple[list[str], dict[str, str]]:
+    """A client's main channel (and sometimes a second one) and the app used on each."""
+    names = [name for name, _, _ in CHANNELS]
+    shares = [share for _, share, _ in CHANNELS]
+    channels = [_weighted(rng, names, shares)]
+    if rng.random() < SECOND_CHANNEL_SHARE:
+        main = names.index(channels[0])
+        channels.append(
+            _weighted(rng, names[:main] + names[main + 1 :], shares[:main] + shares[main + 1 :])
+        )
+    app_of = {}
+    for channel in channels:
+        apps_of_channel = next(pairs for name, _, pairs in CHANNELS if name == channel)
+        app_of[channel] = _weighted(
+            rng, [app for app, _ in apps_of_channel], [share for _, share in apps_of_channel]
+        )
+    return channels, app_of
+
+
 def _appeal_count(rng: Random) -> int:
     """Most clients write 1-3 times, a quarter a handful, a few are regulars."""
     kind = rng.random()
@@ -178,30 +205,35 @@ def _appeal_count(rng: Random) -> int:
     return min(60, 15 + int(rng.expovariate(1 / 10)))
 
 
-def _weighted[T](rng: Random, items: Sequence[T], weights: Sequence[float]) -> T:
+def _weighted(rng: Random, items: Sequence[T], weights: Sequence[float]) -> T:
     return rng.choices(items, weights)[0]
 
 
-def _seasonal(rng: Random, low: datetime, high: datetime) -> datetime:
-    """An instant in [low, high) drawn with the desk's weekday and hour-of-day profile."""
-    span = (high - low).total_seconds()
+def _seasonal(
+    rng: Random, start: datetime, end: datetime, low: float = 0.0, width: float | None = None
+) -> datetime:
+    """An instant in [start, end) with the desk's weekday and hour-of-day profile.
+
+    Drawn from `width` seconds that begin `low` seconds after `start`, wrapping around the
+    window; by default from the whole window.
+    """
+    span = (end - start).total_seconds()
+    width = span if width is None else width
     while True:
-        moment = low + timedelta(seconds=rng.random() * span)
+        moment = start + timedelta(seconds=(low + rng.random() * width) % span)
+        if moment >= end:  # microsecond rounding of the offset
+            continue
         local = moment.astimezone(DESK_ZONE)
         if rng.random() < WEEKDAY_WEIGHT[local.weekday()] * HOUR_WEIGHT[local.hour]:
-            return _whole_second(moment, low)
+            return _whole_second(moment, start)
 
 
 def _uniform(rng: Random, low: datetime, high: datetime) -> datetime:
-    moment = low + timedelta(seconds=rng.random() * (high - low).total_seconds())
-    return _whole_second(moment, low)
-
-
-def _later(rng: Random, arrival: datetime, end: datetime, today_only: bool) -> datetime:
-    """A follow-up appeal after the first one, never after `end`."""
-    if today_only:
-        return _uniform(rng, arrival, end)
-    return _seasonal(rng, arrival, end)
+    """An instant in [low, high) without seasonality."""
+    while True:
+        moment = low + timedelta(seconds=rng.random() * (high - low).total_seconds())
+        if moment < high:  # microsecond rounding of the offset
+            return _whole_second(moment, low)
 
 
 def _whole_second(moment: datetime, low: datetime) -> datetime:

@@ -225,11 +225,13 @@ def _csv_records(lines: Iterator[str], problems: list[str]) -> Iterator[tuple[in
     delimiter = max((",", ";", "\t"), key=first.count)
     reader = csv.reader(chain([first], lines), delimiter=delimiter)
     try:
-        header = [name.strip().lower() for name in next(reader)]
+        written = [name.strip() for name in next(reader)]
     except csv.Error as exc:
         problems.append(f"line 1: {exc}")
         return
-    if not _header_ok(header, problems):
+    # Spreadsheet users retype headers: matching ignores case and surrounding spaces.
+    header = [name.lower() for name in written]
+    if not _header_ok(written, header, problems):
         return
     positions = [header.index(name) for name in FIELDS]
     width = len(header)
@@ -257,9 +259,12 @@ def _csv_records(lines: Iterator[str], problems: list[str]) -> Iterator[tuple[in
             yield line, [record[position] for position in positions]
 
 
-def _header_ok(header: list[str], problems: list[str]) -> bool:
+def _header_ok(written: list[str], header: list[str], problems: list[str]) -> bool:
     """Report header problems on line 1; False when rows cannot be mapped to fields."""
-    unknown = [name for name in header if name not in _FIELD_SET]
+    if not _FIELD_SET.intersection(header):
+        problems.append(f"line 1: the header row is missing (expected {EXPECTED_HEADER})")
+        return False
+    unknown = [name for name, key in zip(written, header, strict=True) if key not in _FIELD_SET]
     missing = [name for name in FIELDS if name not in header]
     repeated = [name for name in FIELDS if header.count(name) > 1]
     if unknown:
@@ -278,7 +283,8 @@ def _jsonl_records(lines: Iterator[str], problems: list[str]) -> Iterator[tuple[
         if not content.strip():
             continue
         try:
-            data = json.loads(content)
+            # Without the line break an error at the end of the line gets a useful column.
+            data = json.loads(content.rstrip("\r\n"))
         except json.JSONDecodeError as exc:
             problems.append(f"line {line}: invalid JSON ({exc.msg} at column {exc.colno})")
             continue

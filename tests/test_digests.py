@@ -1,0 +1,352 @@
+"""Digest runs invoked directly with a frozen clock, against the fake Bot API server."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot import outbound
+from bot.app import build_bot
+from bot.chats import add_subscription, save_chat
+from bot.config import Settings
+from bot.db import create_engine, migrate, session_factory
+from bot.digest_rules import parse_rule
+from bot.digests import DigestRunner
+from bot.models import digest_deliveries, subscriptions
+from bot.outbound import Limits, OutboundLimiter
+from bot.rendering import Renderer
+from tests.datasets import OLD_ROWS, ROWS_IN_AND_AROUND_P, load
+from tests.fake_telegram import FakeTelegram
+
+MSK = ZoneInfo("Europe/Moscow")
+# Subscriptions are made the day before; the daily 09:00 digest of 2026-11-11 then covers the
+# hand-counted day 2026-11-10 (tests/datasets.py).
+CREATED = datetime(2026, 11, 10, 10, 0, tzinfo=MSK)
+SLOT = datetime(2026, 11, 11, 9, 0, tzinfo=MSK)
+FAST = Limits(per_second=1000, chat_interval=0, group_per_minute=1000)
+
+
+class FrozenClock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+async def tg() -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram() as fake:
+        yield fake
+
+
+def settings_for(tg: FakeTelegram, url: str) -> Settings:
+    return Settings(
+        _env_file=None,
+        bot_token=tg.token,
+        telegram_api_url=tg.base_url,
+        database_url=url,
+        admin_ids="42",
+        timezone="Europe/Moscow",
+        language="en",
+    )
+
+
+class Runners:
+    """Builds digest runners that share one fake server; closes their sessions at the end."""
+
+    def __init__(self, tg: FakeTelegram) -> None:
+        self.tg = tg
+        self.bots: list[object] = []
+        self.renderers: list[Renderer] = []
+
+    def make(
+        self, engine: AsyncEngine, clock: FrozenClock, limits: Limits = FAST, name: str = "a"
+    ) -> DigestRunner:
+        settings = settings_for(self.tg, str(engine.url))
+        bot = build_bot(settings)
+        outbound.install(bot, OutboundLimiter(limits))
+        renderer = Renderer()
+        self.bots.append(bot)
+        self.renderers.append(renderer)
+        return DigestRunner(bot, engine, renderer, settings, clock=clock, instance_id=name)
+
+    async def close(self) -> None:
+        for bot in self.bots:
+            await bot.session.close()  # type: ignore[attr-defined]
+        for renderer in self.renderers:
+            renderer.close()
+
+
+@pytest.fixture
+async def runners(tg: FakeTelegram) -> AsyncIterator[Runners]:
+    made = Runners(tg)
+    yield made
+    await made.close()
+
+
+async def seed(engine: AsyncEngine, tmp_path: Path) -> None:
+    await load(engine, tmp_path, ROWS_IN_AND_AROUND_P, "recent")
+    await load(engine, tmp_path, OLD_ROWS, "old")
+
+
+async def subscribe(
+    engine: AsyncEngine,
+    chat_id: int,
+    rule: str = "daily 09:00",
+    created: datetime = CREATED,
+    language: str = "en",
+) -> None:
+    async with session_factory(engine)() as session:
+        await save_chat(session, chat_id, language=language)
+        await add_subscription(session, chat_id, parse_rule(rule), now=created)
+        await session.commit()
+
+
+async def ledger(engine: AsyncEngine) -> list[tuple[str, str, str]]:
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            select(
+                digest_deliveries.c.period_key,
+                digest_deliveries.c.status,
+                digest_deliveries.c.parts,
+            ).order_by(digest_deliveries.c.id)
+        )
+        return [tuple(row) for row in rows]
+
+
+def ok_calls(tg: FakeTelegram, method: str, chat_id: int | None = None) -> list[object]:
+    return [
+        call
+        for call in tg.calls(method)
+        if call.ok and (chat_id is None or call.params.get("chat_id") == str(chat_id))
+    ]
+
+
+async def test_due_digest_is_sent_once_with_title_numbers_pies_and_csv(
+    tg: FakeTelegram, runners: Runners, sqlite_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    await seed(sqlite_engine, tmp_path)
+    await subscribe(sqlite_engine, 1001)
+    clock = FrozenClock(SLOT + timedelta(seconds=30))
+    runner = runners.make(sqlite_engine, clock)
+
+    summary = await runner.run()
+
+    assert (summary.sent, summary.skipped, summary.failed) == (1, 0, 0)
+    (text,) = ok_calls(tg, "sendMessage", 1001)
+    assert text.params["text"].startswith("<b>Daily digest</b>")
+    assert "10 Nov 2026 (Europe/Moscow)" in text.params["text"]
+    assert "Wrote: <b>4</b>" in text.params["text"]
+    assert "delayed" not in text.params["text"]
+    (album,) = ok_calls(tg, "sendMediaGroup", 1001)
+    assert [f.filename for f in album.media_files()] == ["channels.png", "apps.png"]
+    (document,) = ok_calls(tg, "sendDocument", 1001)
+    assert document.file("document").filename == "clients_2026-11-10_2026-11-10.csv"
+    assert await ledger(sqlite_engine) == [("2026-11-10", "sent", "text,charts,csv")]
+
+    # The same slot again, later: nothing more is sent.
+    clock.now += timedelta(minutes=30)
+    again = await runner.run()
+    assert (again.sent, again.failed) == (0, 0)
+    assert len(ok_calls(tg, "sendMessage")) == 1
+    assert tg.errors() == []
+
+
+async def test_a_digest_created_after_todays_slot_waits_for_the_next(
+    tg: FakeTelegram, runners: Runners, sqlite_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    await seed(sqlite_engine, tmp_path)
+    await subscribe(sqlite_engine, 1001, created=SLOT + timedelta(minutes=1))
+    summary = await runners.make(sqlite_engine, FrozenClock(SLOT + timedelta(hours=1))).run()
+    assert (summary.sent, summary.skipped) == (0, 0)
+    assert tg.calls("sendMessage") == []
+
+
+async def test_restart_between_parts_sends_only_the_missing_parts(
+    tg: FakeTelegram, runners: Runners, sqlite_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    await seed(sqlite_engine, tmp_path)
+    await subscribe(sqlite_engine, 1001)
+    clock = FrozenClock(SLOT + timedelta(seconds=5))
+    # The album fails three times: the first runner gives up after the text went out.
+    tg.fail_next("sendMediaGroup", status=500, times=3)
+    first = await runners.make(sqlite_engine, clock, name="first").run()
+    assert first.failed == 1
+    assert await ledger(sqlite_engine) == [("2026-11-10", "claimed", "text")]
+
+    # Another process while the claim is still held: it must not send anything.
+    clock.now += timedelta(minutes=2)
+    busy = await runners.make(sqlite_engine, clock, name="second").run()
+    assert (busy.sent, busy.busy) == (0, 1)
+
+    # After the claim expires a new process takes it over and sends the rest only.
+    clock.now += timedelta(minutes=10)
+    resumed = await runners.make(sqlite_engine, clock, name="third").run()
+    assert resumed.sent == 1
+    assert len(ok_calls(tg, "sendMessage", 1001)) == 1
+    assert len(ok_calls(tg, "sendMediaGroup", 1001)) == 1
+    assert len(ok_calls(tg, "sendDocument", 1001)) == 1
+    assert await ledger(sqlite_engine) == [("2026-11-10", "sent", "text,charts,csv")]
+
+
+async def test_slot_missed_by_one_hour_is_sent_with_a_delayed_note(
+    tg: FakeTelegram, runners: Runners, sqlite_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    await seed(sqlite_engine, tmp_path)
+    await subscribe(sqlite_engine, 1001)
+    summary = await runners.make(sqlite_engine, FrozenClock(SLOT + timedelta(hours=1))).run()
+    assert summary.sent == 1
+    (text,) = ok_calls(tg, "sendMessage", 1001)
+    assert text.params["text"].startswith("<b>Daily digest (delayed: due at 09:00)</b>")
+    assert "Wrote: <b>4</b>" in text.params["text"]
+
+
+async def test_slot_missed_by_a_day_is_skipped_and_todays_is_sent(
+    tg: FakeTelegram, runners: Runners, sqlite_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    await seed(sqlite_engine, tmp_path)
+    await subscribe(sqlite_engine, 1001, created=CREATED - timedelta(days=1))
+    # Down from before the 2026-11-10 09:00 slot until 10:00 the day after.
+    summary = await runners.make(sqlite_engine, FrozenClock(SLOT + timedelta(hours=1))).run()
+    assert (summary.sent, summary.skipped) == (1, 1)
+    assert await ledger(sqlite_engine) == [
+        ("2026-11-09", "skipped", ""),
+        ("2026-11-10", "sent", "text,charts,csv"),
+    ]
+    assert len(ok_calls(tg, "sendMessage")) == 1
+
+
+async def test_slot_missed_by_seven_hours_is_only_recorded(
+    tg: FakeTelegram, runners: Runners, sqlite_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    await seed(sqlite_engine, tmp_path)
+    await subscribe(sqlite_engine, 1001)
+    summary = await runners.make(sqlite_engine, FrozenClock(SLOT + timedelta(hours=7))).run()
+    assert (summary.sent, summary.skipped) == (0, 1)
+    assert tg.calls("sendMessage") == []
+    assert await ledger(sqlite_engine) == [("2026-11-10", "skipped", "")]
+
+
+async def concurrent_runners_send_each_digest_once(
+    tg: FakeTelegram, runners: Runners, url: str, tmp_path: Path
+) -> None:
+    engines = [create_engine(url), create_engine(url)]
+    try:
+        await migrate(engines[0])
+        await seed(engines[0], tmp_path)
+        chats = [2001, 2002, 2003, 2004, 2005]
+        for chat in chats:
+            await subscribe(engines[0], chat)
+        clock = FrozenClock(SLOT + timedelta(seconds=10))
+        first = runners.make(engines[0], clock, name="one")
+        second = runners.make(engines[1], clock, name="two")
+        results = await asyncio.gather(first.run(), second.run())
+        assert sum(result.sent for result in results) == len(chats)
+        for chat in chats:
+            assert len(ok_calls(tg, "sendMessage", chat)) == 1
+            assert len(ok_calls(tg, "sendDocument", chat)) == 1
+        assert [status for _, status, _ in await ledger(engines[0])] == ["sent"] * len(chats)
+    finally:
+        for engine in engines:
+            await engine.dispose()
+
+
+async def test_two_runners_on_one_sqlite_file_send_each_digest_once(
+    tg: FakeTelegram, runners: Runners, sqlite_url: str, tmp_path: Path
+) -> None:
+    await concurrent_runners_send_each_digest_once(tg, runners, sqlite_url, tmp_path)
+
+
+async def test_two_runners_on_one_postgresql_database_send_each_digest_once(
+    tg: FakeTelegram, runners: Runners, postgres_url: str, tmp_path: Path
+) -> None:
+    await concurrent_runners_send_each_digest_once(tg, runners, postgres_url, tmp_path)
+
+
+async def test_429_on_one_chat_waits_while_the_other_chat_goes_on(
+    tg: FakeTelegram, runners: Runners, sqlite_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    await seed(sqlite_engine, tmp_path)
+    await subscribe(sqlite_engine, 3001)
+    await subscribe(sqlite_engine, 3002)
+    tg.fail_next("sendMessage", status=429, retry_after=1)
+    summary = await runners.make(sqlite_engine, FrozenClock(SLOT)).run()
+    assert summary.sent == 2
+    refused = [call for call in tg.calls("sendMessage") if call.status == 429]
+    assert len(refused) == 1
+    throttled = int(refused[0].params["chat_id"])
+    other = 3001 if throttled == 3002 else 3002
+    (throttled_text,) = ok_calls(tg, "sendMessage", throttled)
+    (other_text,) = ok_calls(tg, "sendMessage", other)
+    # The other chat was served while the throttled one waited out its retry_after.
+    assert other_text.at < throttled_text.at
+    assert throttled_text.at - refused[0].at >= 1.0
+
+
+async def test_blocked_chat_deactivates_its_digests_with_the_reason(
+    tg: FakeTelegram, runners: Runners, sqlite_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    await seed(sqlite_engine, tmp_path)
+    await subscribe(sqlite_engine, 4001)
+    await subscribe(sqlite_engine, 4002)
+    tg.block_chat(4001)
+    summary = await runners.make(sqlite_engine, FrozenClock(SLOT)).run()
+    assert (summary.sent, summary.failed) == (1, 1)
+    async with sqlite_engine.connect() as connection:
+        rows = (
+            await connection.execute(
+                select(
+                    subscriptions.c.chat_id,
+                    subscriptions.c.active,
+                    subscriptions.c.deactivated_reason,
+                ).order_by(subscriptions.c.chat_id)
+            )
+        ).all()
+    assert [tuple(row) for row in rows] == [
+        (4001, False, "Forbidden: bot was blocked by the user"),
+        (4002, True, None),
+    ]
+    assert len(ok_calls(tg, "sendDocument", 4002)) == 1
+
+
+async def test_group_upgraded_to_supergroup_gets_the_digest_at_its_new_id(
+    tg: FakeTelegram, runners: Runners, sqlite_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    await seed(sqlite_engine, tmp_path)
+    await subscribe(sqlite_engine, -5001)
+    tg.migrate_chat(-5001, -1005001)
+    summary = await runners.make(sqlite_engine, FrozenClock(SLOT)).run()
+    assert summary.sent == 1
+    assert len(ok_calls(tg, "sendMessage", -1005001)) == 1
+    assert len(ok_calls(tg, "sendDocument", -1005001)) == 1
+    async with sqlite_engine.connect() as connection:
+        moved = (await connection.execute(select(subscriptions.c.chat_id))).scalars().all()
+    assert moved == [-1005001]
+
+
+async def test_fan_out_of_300_chats_renders_once_and_keeps_every_rate_limit(
+    runners: Runners, sqlite_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    async with FakeTelegram(enforce_rate_limits=True) as strict:
+        runners.tg = strict
+        await seed(sqlite_engine, tmp_path)
+        chats = list(range(6000, 6300))
+        for chat in chats:
+            await subscribe(sqlite_engine, chat)
+        runner = runners.make(sqlite_engine, FrozenClock(SLOT), limits=Limits())
+        summary = await runner.run()
+        assert (summary.sent, summary.failed, summary.rendered) == (300, 0, 1)
+        assert [call for call in strict.calls() if call.status == 429] == []
+        assert strict.rate_violations() == []
+        for method in ("sendMessage", "sendMediaGroup", "sendDocument"):
+            assert len(ok_calls(strict, method)) == 300
+        # The pies and the CSV are uploaded once, then re-sent by file_id.
+        uploads = [c for c in strict.calls("sendMediaGroup") if any(c.media_files())]
+        assert len(uploads) == 1
+        assert len([c for c in strict.calls("sendDocument") if c.file("document")]) == 1

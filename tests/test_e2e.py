@@ -1,0 +1,609 @@
+"""End-to-end: the application `python -m bot` runs, polling a fake Bot API server on 127.0.0.1.
+
+Each test builds the real Application (outbound retry and pacing middlewares, i18n, DB session,
+admin-only access, routers, start-up hook) with `build_application`, runs the real polling loop
+over the real aiohttp session against `tests.fake_telegram.FakeTelegram`, injects updates and
+waits on the fake's events (never on sleeps). The clock is frozen at 2026-11-11 12:00 Moscow, so
+"yesterday" is the hand-counted day 2026-11-10 of `tests/datasets.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import re
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+import bot.delivery
+from bot.app import COMMANDS, Application, build_application
+from bot.config import Settings
+from bot.demo import load_demo
+from reports.csv_export import HEADER
+from reports.i18n import format_number
+from reports.metrics import build_report
+from reports.model import AppKey, Report, ReportFilter
+from reports.periods import parse_period
+from tests.datasets import OLD_ROWS, ROWS_IN_AND_AROUND_P, VIP, VK_GROUP, load
+from tests.fake_telegram import Call, FakeTelegram, image_size
+
+TOKEN = "123456:TEST-token"
+ADMIN = 42
+STRANGER = 777
+MSK = ZoneInfo("Europe/Moscow")
+NOW = datetime(2026, 11, 11, 12, 0, tzinfo=MSK)
+BOM = b"\xef\xbb\xbf"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Requests that put something into a chat (answerCallbackQuery is shown as a toast, not a message).
+SENDS = frozenset({"sendMessage", "sendPhoto", "sendMediaGroup", "sendDocument"})
+REPORT = ["sendMessage", "sendMediaGroup", "sendDocument"]
+INCIDENT = re.compile(
+    r"Sorry, something went wrong on our side\. Incident id: <code>([0-9a-f]{8})</code>\."
+)
+
+# The hand-counted day 2026-11-10 (Moscow) and the day before it, as the CSV must list them.
+YESTERDAY_BOUNDS = ["2026-11-10T00:00:00+03:00", "2026-11-11T00:00:00+03:00", "Europe/Moscow"]
+YESTERDAY_ROWS = [
+    ["all_clients", "", "", "5", ""],
+    ["contacted_clients", "", "", "4", "1"],
+    ["new_clients", "", "", "2", "1"],
+    ["returning_clients", "", "", "2", "0"],
+    ["appeals", "", "", "7", "1"],
+    ["repeat_appeals", "", "", "5", "0"],
+    ["channel_clients", "telegram", "", "2", "0"],
+    ["channel_clients", "vk", "", "1", "0"],
+    ["channel_clients", "whatsapp", "", "3", "1"],
+    ["app_clients", "telegram", VIP, "2", "0"],
+    ["app_clients", "vk", VK_GROUP, "1", "0"],
+    ["app_clients", "whatsapp", "Sales", "2", "0"],
+    ["app_clients", "whatsapp", "Support", "1", "1"],
+]
+
+
+# -- harness -----------------------------------------------------------------------------------
+
+
+class Running:
+    """The application polling the fake, with helpers to talk to it as a Telegram user."""
+
+    def __init__(self, tg: FakeTelegram, app: Application) -> None:
+        self.tg, self.app = tg, app
+
+    def command(
+        self, text: str, *, user_id: int = ADMIN, language_code: str = "en"
+    ) -> int:
+        """A private-chat message from user_id; returns its update_id."""
+        return self.tg.send_message(
+            text, chat_id=user_id, user_id=user_id, language_code=language_code
+        )
+
+    async def settle(self, update_id: int) -> None:
+        """Wait until the bot took the update and every handler it started has finished."""
+        await self.tg.wait_confirmed(update_id)
+        # The polling loop starts a handler task before it asks for (and so confirms) more.
+        while tasks := set(self.app.dispatcher._handle_update_tasks):
+            await asyncio.gather(*tasks)
+
+    def sends(self) -> list[Call]:
+        return [call for call in self.tg.calls() if call.method in SENDS]
+
+    def sent_methods(self, *, ok_only: bool = True) -> list[str]:
+        return [call.method for call in self.sends() if call.ok or not ok_only]
+
+    def ok_counts(self) -> Counter[str]:
+        return Counter(call.method for call in self.tg.calls() if call.ok)
+
+
+def app_settings(tg: FakeTelegram, engine: AsyncEngine, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "bot_token": TOKEN,
+        "telegram_api_url": tg.base_url,
+        "database_url": engine.url.render_as_string(hide_password=False),
+        "admin_ids": str(ADMIN),
+        "timezone": "Europe/Moscow",
+        "language": "en",
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)
+
+
+@asynccontextmanager
+async def running(
+    engine: AsyncEngine, *, clock: Callable[[], datetime] = lambda: NOW, **fake: Any
+) -> AsyncIterator[Running]:
+    async with FakeTelegram(token=TOKEN, **fake) as tg:
+        app = build_application(app_settings(tg, engine), engine, clock=clock)
+        polling = asyncio.create_task(
+            app.dispatcher.start_polling(app.bot, handle_signals=False, polling_timeout=1)
+        )
+        harness = Running(tg, app)
+        try:
+            await asyncio.wait(
+                [polling, asyncio.ensure_future(tg.wait_polling())],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if polling.done():  # the start-up failed: show why
+                polling.result()
+            yield harness
+            while tasks := set(app.dispatcher._handle_update_tasks):
+                await asyncio.gather(*tasks)
+        finally:
+            if not polling.done():
+                await app.dispatcher.stop_polling()
+            await polling
+        session = app.bot.session._session  # type: ignore[attr-defined]
+        assert session is None or session.closed, "polling must close the bot's HTTP session"
+
+
+@pytest.fixture
+async def hand_counted(sqlite_engine: AsyncEngine, tmp_path: Path) -> AsyncEngine:
+    await load(sqlite_engine, tmp_path, ROWS_IN_AND_AROUND_P, "recent")
+    await load(sqlite_engine, tmp_path, OLD_ROWS, "old")
+    return sqlite_engine
+
+
+def parse_csv(data: bytes, delimiter: str = ",") -> list[list[str]]:
+    assert data.startswith(BOM), data[:16]
+    text = data.removeprefix(BOM).decode("utf-8")
+    assert text.endswith("\r\n")
+    return list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+
+
+def expected_rows(report: Report) -> list[list[str]]:
+    """The CSV rows (after the header) a report must produce, straight from the model."""
+    start = report.period.start.isoformat(timespec="seconds")
+    end = report.period.end.isoformat(timespec="seconds")
+    bounds = [start, end, report.period.tz_name]
+    now, before = report.current, report.previous
+    rows = [[*bounds, "all_clients", "", "", str(report.all_clients), ""]]
+    for metric in ("contacted_clients", "new_clients", "returning_clients", "appeals"):
+        rows.append([*bounds, metric, "", "", str(getattr(now, metric)), str(getattr(before, metric))])
+    rows.append(
+        [*bounds, "repeat_appeals", "", "", str(now.repeat_appeals), str(before.repeat_appeals)]
+    )
+    for channel in sorted(now.channel_clients.keys() | before.channel_clients.keys()):
+        rows.append(
+            [
+                *bounds,
+                "channel_clients",
+                channel,
+                "",
+                str(now.channel_clients.get(channel, 0)),
+                str(before.channel_clients.get(channel, 0)),
+            ]
+        )
+    for app in sorted(
+        now.app_clients.keys() | before.app_clients.keys(), key=lambda k: (k.channel, k.name)
+    ):
+        rows.append(
+            [
+                *bounds,
+                "app_clients",
+                app.channel,
+                app.name,
+                str(now.app_clients.get(app, 0)),
+                str(before.app_clients.get(app, 0)),
+            ]
+        )
+    return rows
+
+
+def only(calls: list[Call]) -> Call:
+    assert len(calls) == 1, [c.method for c in calls]
+    return calls[0]
+
+
+# -- tests -------------------------------------------------------------------------------------
+
+
+async def test_week_on_demo_data_sends_text_pies_and_a_csv_equal_to_the_metrics(
+    engine: AsyncEngine,
+) -> None:
+    await load_demo(engine, now=NOW)
+    periods = parse_period("week", now=NOW, tz=MSK)
+    async with engine.connect() as connection:
+        report = await build_report(connection, periods, ReportFilter())
+    assert report.current.appeals > 0 and report.previous.appeals > 0  # a meaningful check
+
+    async with running(engine) as bot_:
+        update = bot_.command("/clients week")
+        await bot_.tg.wait_for("sendDocument")
+        await bot_.settle(update)
+
+        assert bot_.sent_methods(ok_only=False) == REPORT
+        assert bot_.tg.errors() == []
+        text_call, album_call, document_call = bot_.sends()
+
+        # The text: HTML the fake parsed, with the numbers of build_report.
+        assert text_call.params["chat_id"] == str(ADMIN)
+        assert text_call.params["parse_mode"] == "HTML"
+        raw = text_call.params["text"]
+        assert "Period: 9 Nov, 00:00 → 11 Nov 2026, 12:00 (Europe/Moscow)" in raw
+        assert f"All clients: <b>{format_number(report.all_clients, 'en')}</b>\n" in raw
+        now = report.current
+        for label, value in (
+            ("Wrote", now.contacted_clients),
+            ("New", now.new_clients),
+            ("Returning", now.returning_clients),
+            ("Appeals", now.appeals),
+            ("Repeat appeals", now.repeat_appeals),
+        ):
+            assert f"\n{label}: <b>{format_number(value, 'en')}</b> · " in raw
+        assert text_call.result["text"].startswith("Clients report\n")
+
+        # Two valid PNG pies in one album.
+        media = album_call.json("media")
+        assert [item["type"] for item in media] == ["photo", "photo"]
+        pies = album_call.media_files()
+        assert [pie.filename for pie in pies if pie] == ["channels.png", "apps.png"]
+        for pie in pies:
+            assert pie is not None and pie.data.startswith(PNG_SIGNATURE)
+            assert image_size(pie.data) == (1200, 900)
+        assert [message["photo"][0]["width"] for message in album_call.result] == [1200, 1200]
+
+        # The CSV: named by the period's days, equal row by row to build_report.
+        document = document_call.file("document")
+        assert document is not None
+        assert document.filename == "clients_2026-11-09_2026-11-11.csv"
+        rows = parse_csv(document.data, ",")
+        assert rows[0] == list(HEADER)
+        assert rows[1:] == expected_rows(report)
+        metrics = Counter(row[3] for row in rows[1:])
+        assert metrics["channel_clients"] == 7 and metrics["app_clients"] == 9
+        vip = AppKey(channel="telegram", name=VIP)
+        assert now.app_clients[vip] > 0
+        assert [row[6:] for row in rows[1:] if row[3:6] == ["app_clients", "telegram", VIP]] == [
+            [str(now.app_clients[vip]), str(report.previous.app_clients.get(vip, 0))]
+        ]
+
+
+async def test_yesterday_on_the_hand_counted_day_gives_exact_numbers(
+    hand_counted: AsyncEngine,
+) -> None:
+    async with running(hand_counted) as bot_:
+        update = bot_.command("/clients yesterday")
+        await bot_.tg.wait_for("sendDocument")
+        await bot_.settle(update)
+
+        assert bot_.sent_methods(ok_only=False) == REPORT
+        assert bot_.tg.errors() == []
+        text_call, _, document_call = bot_.sends()
+        assert text_call.params["text"] == "\n".join(
+            [
+                "<b>Clients report</b>",
+                "Period: 10 Nov 2026 (Europe/Moscow)",
+                "Changes vs <i>9 Nov</i>",
+                "",
+                "All clients: <b>5</b>",
+                "Wrote: <b>4</b> · +3 (+300%)",
+                "New: <b>2</b> · +1 (+100%)",
+                "Returning: <b>2</b> · +2 (—)",
+                "Appeals: <b>7</b> · +6 (+600%)",
+                "Repeat appeals: <b>5</b> · +5 (—)",
+                "",
+                "Top channel: <b>whatsapp</b> — 3 clients",
+                "Top app: <b>telegram · Sales &amp; Partners &lt;VIP&gt;</b> — 2 clients",
+                "<i>A client who wrote through several channels is counted in each of them, so "
+                "channel figures add up to more than the clients who wrote.</i>",
+            ]
+        )
+        # What the chat shows after Telegram parsed the HTML: the name as it is, in bold.
+        shown = text_call.result
+        assert "Top app: telegram · Sales & Partners <VIP> — 2 clients\n" in shown["text"]
+        bold = [e for e in shown["entities"] if e["type"] == "bold"]
+        assert "telegram · Sales & Partners <VIP>" in [
+            shown["text"][e["offset"] : e["offset"] + e["length"]] for e in bold
+        ]
+
+        document = document_call.file("document")
+        assert document is not None
+        assert document.filename == "clients_2026-11-10_2026-11-10.csv"
+        rows = parse_csv(document.data, ",")
+        assert rows == [list(HEADER)] + [YESTERDAY_BOUNDS + row for row in YESTERDAY_ROWS]
+        assert f",{VIP},".encode() in document.data
+
+
+async def test_an_empty_period_sends_the_text_and_the_csv_but_no_pies(
+    hand_counted: AsyncEngine,
+) -> None:
+    async with running(hand_counted) as bot_:
+        update = bot_.command("/clients 2026-11-05")
+        await bot_.tg.wait_for("sendDocument")
+        await bot_.settle(update)
+
+        assert bot_.sent_methods(ok_only=False) == ["sendMessage", "sendDocument"]
+        assert bot_.tg.errors() == []
+        text_call, document_call = bot_.sends()
+        assert text_call.result["text"] == "\n".join(
+            [
+                "Clients report",
+                "Period: 5 Nov 2026 (Europe/Moscow)",
+                "",
+                "All clients: 5",
+                "No appeals in this period.",
+            ]
+        )
+        document = document_call.file("document")
+        assert document is not None
+        assert document.filename == "clients_2026-11-05_2026-11-05.csv"
+        bounds = ["2026-11-05T00:00:00+03:00", "2026-11-06T00:00:00+03:00", "Europe/Moscow"]
+        assert parse_csv(document.data, ",") == [
+            list(HEADER),
+            [*bounds, "all_clients", "", "", "5", ""],
+            *(
+                [*bounds, metric, "", "", "0", "0"]
+                for metric in (
+                    "contacted_clients",
+                    "new_clients",
+                    "returning_clients",
+                    "appeals",
+                    "repeat_appeals",
+                )
+            ),
+        ]
+
+
+@pytest.mark.parametrize(
+    ("command", "reply"),
+    [
+        (
+            "/clients 2026-02-30",
+            'Invalid date "2026-02-30". Try: today, yesterday, week, month, last month, 7d, '
+            "2026-11-05, 2026-11, 2026-11-01..2026-11-15",
+        ),
+        (
+            "/clients week channel=fax",
+            "Unknown channel “fax”. Known channels: email, telegram, vk, whatsapp",
+        ),
+    ],
+    ids=["bad-period", "bad-filter"],
+)
+async def test_a_bad_request_gets_one_explanation_and_nothing_else(
+    hand_counted: AsyncEngine, command: str, reply: str
+) -> None:
+    async with running(hand_counted) as bot_:
+        update = bot_.command(command)
+        await bot_.settle(update)
+
+        assert bot_.sent_methods(ok_only=False) == ["sendMessage"]
+        assert bot_.tg.errors() == []
+        (message,) = bot_.tg.sent_messages()
+        assert message["chat"]["id"] == ADMIN
+        assert message["text"] == reply
+        assert "reply_markup" not in message
+
+
+async def test_pressing_yesterday_under_a_report_answers_and_sends_a_new_report(
+    hand_counted: AsyncEngine,
+) -> None:
+    async with running(hand_counted) as bot_:
+        first = bot_.command("/clients week")
+        await bot_.tg.wait_for("sendDocument")
+        await bot_.settle(first)
+        report_message = bot_.tg.sent_messages()[0]
+        assert report_message["text"].startswith("Clients report\nPeriod: 9 Nov, 00:00 → 11 Nov")
+        buttons = {
+            button["text"]: button["callback_data"]
+            for row in report_message["reply_markup"]["inline_keyboard"]
+            for button in row
+        }
+        assert list(buttons) == ["Today", "Yesterday", "Week", "Month", "Last month"]
+        before = len(bot_.tg.calls())
+
+        press = bot_.tg.press_button(
+            buttons["Yesterday"],
+            chat_id=ADMIN,
+            user_id=ADMIN,
+            message_id=report_message["message_id"],
+        )
+        await bot_.tg.wait_for("sendDocument", 2)
+        await bot_.settle(press)
+
+        after = [c for c in bot_.tg.calls()[before:] if c.method in SENDS | {"answerCallbackQuery"}]
+        assert [c.method for c in after] == ["answerCallbackQuery", *REPORT]
+        assert all(c.ok for c in after)
+        assert after[0].params["callback_query_id"] == "cbq-1"
+        assert bot_.tg.errors() == []
+        assert bot_.sent_methods() == REPORT * 2
+        second = after[1].result
+        assert second["text"].startswith("Clients report\nPeriod: 10 Nov 2026 (Europe/Moscow)\n")
+        assert "\nWrote: 4 · +3 (+300%)\n" in second["text"]
+        assert second["reply_markup"] == report_message["reply_markup"]
+        document = after[3].file("document")
+        assert document is not None
+        assert document.filename == "clients_2026-11-10_2026-11-10.csv"
+
+
+async def test_a_stranger_is_refused_with_their_id_and_sees_no_data(
+    hand_counted: AsyncEngine,
+) -> None:
+    async with running(hand_counted) as bot_:
+        update = bot_.command("/clients yesterday", user_id=STRANGER)
+        await bot_.settle(update)
+
+        assert [c.method for c in bot_.tg.calls() if c.method not in ("getUpdates",)][-1:] == [
+            "sendMessage"
+        ]
+        assert bot_.sent_methods(ok_only=False) == ["sendMessage"]
+        assert bot_.tg.calls("sendChatAction") == []
+        (refusal,) = bot_.tg.calls("sendMessage")
+        assert refusal.params["chat_id"] == str(STRANGER)
+        assert refusal.params["text"] == (
+            "Sorry, this bot shows client data to its admins only. "
+            "Your Telegram id is <code>777</code>: an admin can add it to ADMIN_IDS."
+        )
+        assert bot_.tg.errors() == []
+
+
+async def test_an_unexpected_error_gets_an_incident_id_and_the_bot_goes_on(
+    hand_counted: AsyncEngine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(bot.delivery, "build_report", broken)
+    async with running(hand_counted) as bot_:
+        failing = bot_.command("/clients week")
+        await bot_.settle(failing)
+        (apology,) = bot_.tg.calls("sendMessage")
+        match = INCIDENT.fullmatch(apology.params["text"])
+        assert match is not None, apology.params["text"]
+        assert apology.ok and apology.params["chat_id"] == str(ADMIN)
+        logged = [r for r in caplog.records if r.name == "handlers.errors"]
+        assert [r.getMessage() for r in logged] == [
+            f"incident {match[1]} while handling update {failing}"
+        ]
+        assert logged[0].exc_info is not None and logged[0].exc_info[0] is RuntimeError
+
+        following = bot_.command("/help")
+        await bot_.tg.wait_for("sendMessage", 2)
+        await bot_.settle(following)
+        assert bot_.sent_methods(ok_only=False) == ["sendMessage", "sendMessage"]
+        assert bot_.tg.sent_messages()[1]["text"].startswith("Commands\n/clients [period]")
+        assert bot_.tg.errors() == []
+
+
+async def test_startup_sets_the_commands_in_every_language_and_calls_get_me_first(
+    sqlite_engine: AsyncEngine,
+) -> None:
+    async with running(sqlite_engine) as bot_:
+        # A long poll is now waiting (calls are listed once answered): all that came before it.
+        assert [c.method for c in bot_.tg.calls()] == ["setMyCommands"] * 3 + ["getMe"]
+        assert [c.params.get("language_code", "") for c in bot_.tg.calls("setMyCommands")] == [
+            "en",
+            "ru",
+            "",
+        ]
+        assert bot_.tg.errors() == []
+
+        def listed(language: str) -> list[dict[str, str]]:
+            return [{"command": name, "description": text} for name, text in COMMANDS[language]]
+
+        assert bot_.tg.commands(language_code="ru") == listed("ru")
+        assert bot_.tg.commands(language_code="en") == listed("en")
+        assert bot_.tg.commands() == listed("en")
+        assert [c["command"] for c in bot_.tg.commands()] == ["clients", "channels", "help", "lang"]
+        assert bot_.sends() == []
+
+
+async def test_a_russian_user_gets_russian_text_and_a_semicolon_csv_with_bom(
+    hand_counted: AsyncEngine,
+) -> None:
+    async with running(hand_counted) as bot_:
+        update = bot_.command("/clients вчера", language_code="ru")
+        await bot_.tg.wait_for("sendDocument")
+        await bot_.settle(update)
+
+        assert bot_.sent_methods(ok_only=False) == REPORT
+        assert bot_.tg.errors() == []
+        text_call, album_call, document_call = bot_.sends()
+        print(text_call.params["text"])
+        document = document_call.file("document")
+        assert document is not None
+        assert document.data.startswith(BOM + b"period_start;period_end;timezone;metric;")
+        assert parse_csv(document.data, ";") == [list(HEADER)] + [
+            YESTERDAY_BOUNDS + row for row in YESTERDAY_ROWS
+        ]
+        assert b"," not in document.data
+        assert 0
+
+
+async def test_a_429_on_a_reply_is_retried_and_the_reply_arrives_once(
+    hand_counted: AsyncEngine,
+) -> None:
+    async with running(hand_counted) as bot_:
+        bot_.tg.fail_next("sendMessage", status=429, retry_after=1)
+        update = bot_.command("/help")
+        await bot_.tg.wait_for("sendMessage", 2)
+        await bot_.settle(update)
+
+        attempts = bot_.tg.calls("sendMessage")
+        assert [c.status for c in attempts] == [429, 200]
+        assert attempts[0].response == {
+            "ok": False,
+            "error_code": 429,
+            "description": "Too Many Requests: retry after 1",
+            "parameters": {"retry_after": 1},
+        }
+        assert attempts[1].at - attempts[0].at >= 1.0  # it waited retry_after
+        assert attempts[0].params == attempts[1].params
+        assert bot_.ok_counts()["sendMessage"] == 1
+        (reply,) = bot_.tg.sent_messages(ADMIN)
+        assert reply["text"].startswith("Commands\n")
+        assert bot_.tg.errors() == [attempts[0]]
+
+
+async def test_two_500s_on_the_csv_are_retried_and_the_csv_arrives_once(
+    hand_counted: AsyncEngine,
+) -> None:
+    async with running(hand_counted) as bot_:
+        bot_.tg.fail_next("sendDocument", status=500, times=2)
+        update = bot_.command("/clients yesterday")
+        await bot_.tg.wait_for("sendDocument", 3)
+        await bot_.settle(update)
+
+        attempts = bot_.tg.calls("sendDocument")
+        assert [c.status for c in attempts] == [500, 500, 200]
+        assert bot_.tg.errors() == attempts[:2]
+        counts = bot_.ok_counts()
+        assert (counts["sendMessage"], counts["sendMediaGroup"], counts["sendDocument"]) == (1, 1, 1)
+        assert bot_.sent_methods() == REPORT
+        documents = [m for m in bot_.tg.sent_messages(ADMIN) if "document" in m]
+        assert [d["document"]["file_name"] for d in documents] == [
+            "clients_2026-11-10_2026-11-10.csv"
+        ]
+        document = attempts[-1].file("document")
+        assert document is not None
+        assert parse_csv(document.data, ",")[1:] == [
+            YESTERDAY_BOUNDS + row for row in YESTERDAY_ROWS
+        ]
+
+
+async def test_channels_lists_apps_with_their_names_escaped(hand_counted: AsyncEngine) -> None:
+    async with running(hand_counted) as bot_:
+        update = bot_.command("/channels")
+        await bot_.settle(update)
+
+        assert bot_.sent_methods(ok_only=False) == ["sendMessage"]
+        assert bot_.tg.errors() == []
+        (call,) = bot_.tg.calls("sendMessage")
+        assert "  • Sales &amp; Partners &lt;VIP&gt;: 2" in call.params["text"].splitlines()
+        assert call.result["text"] == "\n".join(
+            [
+                "Channels and apps (clients, all time)",
+                "email: 1",
+                "  • Inbox: 1",
+                "telegram: 2",
+                f"  • {VIP}: 2",
+                "vk: 1",
+                f"  • {VK_GROUP}: 1",
+                "whatsapp: 3",
+                "  • Sales: 2",
+                "  • Support: 1",
+            ]
+        )
+
+
+async def test_one_full_report_to_a_chat_keeps_telegram_s_per_chat_pace(
+    hand_counted: AsyncEngine,
+) -> None:
+    # The fake answers 429 to any send that breaks a limit, as Telegram would.
+    async with running(hand_counted, enforce_rate_limits=True) as bot_:
+        update = bot_.command("/clients yesterday")
+        await bot_.tg.wait_for("sendDocument")
+        await bot_.settle(update)
+
+        assert bot_.sent_methods(ok_only=False) == REPORT
+        assert bot_.tg.errors() == []
+        assert bot_.tg.rate_violations() == []
+        times = [c.at for c in bot_.sends()]
+        assert all(later - earlier >= 1.0 for earlier, later in zip(times, times[1:]))
