@@ -26,7 +26,7 @@ from bot.config import Settings
 from bot.db import session_factory
 from bot.digests import DigestRunner
 from bot.i18n import PeopleI18nMiddleware, build_i18n
-from bot.middlewares import AdminOnlyMiddleware, DbSessionMiddleware
+from bot.middlewares import AccessMiddleware, DbSessionMiddleware, ReportFloodMiddleware
 from bot.outbound import OutboundLimiter
 from bot.rendering import Renderer
 from bot.scheduler import DigestClock
@@ -92,9 +92,12 @@ def build_dispatcher(
     sessions = session_factory(engine)
     dispatcher.update.outer_middleware(DbSessionMiddleware(sessions))
     PeopleI18nMiddleware(build_i18n(settings.language), sessions).setup(dispatcher)
-    admin_only = AdminOnlyMiddleware(settings.admin_ids)
-    dispatcher.message.outer_middleware(admin_only)
-    dispatcher.callback_query.outer_middleware(admin_only)
+    # Inner: only updates a handler matched are judged (group chatter passes unanswered).
+    access = AccessMiddleware(settings.admin_ids)
+    flood = ReportFloodMiddleware()
+    for observer in (dispatcher.message, dispatcher.callback_query):
+        observer.middleware(access)
+        observer.middleware(flood)
     dispatcher.include_routers(*build_routers())
     dispatcher.shutdown.register(renderer.close)
     return dispatcher

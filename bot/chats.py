@@ -140,3 +140,17 @@ async def move_chat(connection: AsyncConnection, old_chat_id: int, new_chat_id: 
 async def chat_zone(session: AsyncSession, chat_id: int, default: str) -> ZoneInfo:
     """The chat's timezone, set with /timezone, else the TIMEZONE setting."""
     return ZoneInfo(await chat_timezone(session, chat_id) or default)
+
+
+async def is_enabled(session: AsyncSession, chat_id: int) -> bool:
+    return bool(await session.scalar(select(chats.c.enabled).where(chats.c.chat_id == chat_id)))
+
+
+async def set_enabled(
+    session: AsyncSession, chat_id: int, enabled: bool, *, language: str
+) -> None:
+    values: dict[str, object] = {"enabled": enabled, "language": language}
+    statement = dialect_insert(session.bind.dialect.name)(chats).values(chat_id=chat_id, **values)
+    await session.execute(
+        statement.on_conflict_do_update(index_elements=[chats.c.chat_id], set_=values)
+    )

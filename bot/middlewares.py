@@ -1,17 +1,37 @@
-"""Middlewares: one database session per update, and the admin-only access check."""
+"""Middlewares: a database session per update, who may do what, and report flood control.
 
+Access is decided by the sending user (`from`), never by the chat, and only for updates a
+handler matched (inner middlewares), so chatter in a group and commands for other bots pass
+unanswered. Handlers declare what they need with the flag `access`: "public", "lead" (the
+default) or "admin"; `any_chat` lets a command work in a group that is not enabled yet.
+"""
+
+import asyncio
 import logging
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiogram import BaseMiddleware
-from aiogram.types import CallbackQuery, Message, TelegramObject, User
+from aiogram.dispatcher.flags import get_flag
+from aiogram.types import CallbackQuery, Chat, Message, TelegramObject, User
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.chats import is_enabled
+from bot.people import role_of
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
+Clock = Callable[[], float]
+
+# Telegram's stand-ins for messages sent on behalf of a chat: an anonymous group admin, and
+# posts of a linked channel. Neither tells who the person is.
+ANONYMOUS_ADMIN_ID = 1087968824
+SERVICE_USER_ID = 777000
+GROUP_TYPES = ("group", "supergroup")
 
 
 class DbSessionMiddleware(BaseMiddleware):
@@ -32,24 +52,130 @@ class DbSessionMiddleware(BaseMiddleware):
                 del data["session"]
 
 
-class AdminOnlyMiddleware(BaseMiddleware):
-    """Lets through only users listed in ADMIN_IDS, judged by the sender, never the chat."""
-
-    def __init__(self, admin_ids: frozenset[int]) -> None:
+class AccessMiddleware(BaseMiddleware):
+    def __init__(
+        self,
+        admin_ids: frozenset[int],
+        *,
+        clock: Clock = time.monotonic,
+        refusal_interval: float = 3600.0,
+    ) -> None:
         self.admin_ids = admin_ids
+        self.clock = clock
+        self.refusal_interval = refusal_interval
+        self._last_refusal: dict[int, float] = {}
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         user: User | None = data.get("event_from_user")
-        if user is not None and user.id in self.admin_ids:
+        if isinstance(event, Message) and _on_behalf_of_chat(event, user):
+            await event.answer(
+                _(
+                    "I can't tell who you are: this message was sent on behalf of a chat. "
+                    "Turn off “Remain anonymous” in your admin rights (or write as yourself) "
+                    "and send the command again."
+                )
+            )
+            return None
+        needed = get_flag(data, "access", default="lead")
+        if needed == "public":
             return await handler(event, data)
-        user_id = user.id if user else "?"
-        logger.info("refused user %s", user_id)
-        refusal = _(
-            "Sorry, this bot shows client data to its admins only. "
-            "Your Telegram id is <code>{user_id}</code>: an admin can add it to ADMIN_IDS."
-        ).format(user_id=user_id)
-        if isinstance(event, Message):
-            await event.answer(refusal)
-        elif isinstance(event, CallbackQuery):
+        if user is None:
+            return None
+        session: AsyncSession = data["session"]
+        role = await role_of(session, user.id, self.admin_ids)
+        chat: Chat | None = data.get("event_chat")
+        if (
+            chat is not None
+            and chat.type in GROUP_TYPES
+            and not get_flag(data, "any_chat")
+            and not await is_enabled(session, chat.id)
+        ):
+            if role == "admin" and isinstance(event, Message):
+                await event.answer(_("This group is not enabled yet: an admin can send /enable."))
+            elif isinstance(event, CallbackQuery):
+                await event.answer(_("Not allowed."), show_alert=True)
+            return None
+        if role is None or (needed == "admin" and role != "admin"):
+            await self._refuse(event, user, role)
+            return None
+        data["role"] = role
+        return await handler(event, data)
+
+    async def _refuse(self, event: TelegramObject, user: User, role: str | None) -> None:
+        logger.info("refused user %s (role %s)", user.id, role)
+        if isinstance(event, CallbackQuery):
+            # A button press must be answered either way, or the client keeps spinning.
             await event.answer(_("Not allowed."), show_alert=True)
-        return None
+            return
+        now = self.clock()
+        last = self._last_refusal.get(user.id)
+        if last is not None and now - last < self.refusal_interval:
+            return
+        self._last_refusal[user.id] = now
+        if not isinstance(event, Message):
+            return
+        if role is None:
+            await event.answer(
+                _(
+                    "Sorry, this bot shows client data only to people an admin allowed. "
+                    "Your Telegram id is <code>{user_id}</code>: send it to an admin."
+                ).format(user_id=user.id)
+            )
+        else:
+            await event.answer(_("Only admins can do that."))
+
+
+def _on_behalf_of_chat(message: Message, user: User | None) -> bool:
+    return (
+        message.sender_chat is not None
+        or user is None
+        or user.id in (ANONYMOUS_ADMIN_ID, SERVICE_USER_ID)
+    )
+
+
+class ReportFloodMiddleware(BaseMiddleware):
+    """One report in flight per user; past `limit` reports a minute, one warning, then silence."""
+
+    def __init__(self, *, limit: int = 10, window: float = 60.0, clock: Clock = time.monotonic):
+        self.limit, self.window, self.clock = limit, window, clock
+        self._recent: dict[int, deque[float]] = {}
+        self._warned: set[int] = set()
+        # A lock per user with the number of updates holding or awaiting it.
+        self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        user: User | None = data.get("event_from_user")
+        if not get_flag(data, "report") or user is None:
+            return await handler(event, data)
+        now = self.clock()
+        recent = self._recent.setdefault(user.id, deque())
+        while recent and now - recent[0] >= self.window:
+            recent.popleft()
+        if len(recent) >= self.limit:
+            if user.id not in self._warned:
+                self._warned.add(user.id)
+                await _notify(event, _("Too many reports at once: please slow down a little."))
+            elif isinstance(event, CallbackQuery):
+                await event.answer()
+            logger.info("report flood from user %s: dropped", user.id)
+            return None
+        self._warned.discard(user.id)
+        recent.append(now)
+        lock, users = self._locks.get(user.id, (asyncio.Lock(), 0))
+        self._locks[user.id] = (lock, users + 1)
+        try:
+            async with lock:
+                return await handler(event, data)
+        finally:
+            lock, users = self._locks[user.id]
+            if users == 1:
+                del self._locks[user.id]
+            else:
+                self._locks[user.id] = (lock, users - 1)
+
+
+async def _notify(event: TelegramObject, text: str) -> None:
+    if isinstance(event, Message):
+        await event.answer(text)
+    elif isinstance(event, CallbackQuery):
+        await event.answer(text, show_alert=True)

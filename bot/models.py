@@ -9,6 +9,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    false,
     true,
 )
 
@@ -20,6 +21,11 @@ people = Table(
     Column("user_id", BigInteger, primary_key=True, autoincrement=False),
     # Set by /lang; None means "follow the Telegram client's language".
     Column("language", String(8), nullable=True),
+    # "lead" when an admin granted it; admins come from ADMIN_IDS and are never stored.
+    Column("role", String(10), nullable=True),
+    # The name last seen, for /users.
+    Column("name", String(200), nullable=True),
+    Column("granted_by", BigInteger, nullable=True),
 )
 
 chats = Table(
@@ -30,6 +36,8 @@ chats = Table(
     Column("timezone", String(64), nullable=True),
     # Language of digests: the one of the admin who last set a digest or timezone here.
     Column("language", String(8), nullable=True),
+    # Groups are served only after an admin sends /enable there.
+    Column("enabled", Boolean, nullable=False, server_default=false()),
 )
 
 subscriptions = Table(

@@ -1,22 +1,80 @@
-"""Stored facts about Telegram users: the language chosen with /lang."""
+"""Stored facts about Telegram users: the language chosen with /lang and the granted role."""
 
-from sqlalchemy import select
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db import dialect_insert
 from bot.models import people
+
+Role = Literal["admin", "lead"]
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    user_id: int
+    role: Role
+    name: str | None
 
 
 async def stored_language(session: AsyncSession, user_id: int) -> str | None:
     return await session.scalar(select(people.c.language).where(people.c.user_id == user_id))
 
 
-async def store_language(session: AsyncSession, user_id: int, language: str) -> None:
-    statement = dialect_insert(session.bind.dialect.name)(people).values(
-        user_id=user_id, language=language
-    )
+async def _upsert(session: AsyncSession, user_id: int, values: dict[str, object]) -> None:
+    statement = dialect_insert(session.bind.dialect.name)(people).values(user_id=user_id, **values)
     await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[people.c.user_id], set_={"language": language}
+        statement.on_conflict_do_update(index_elements=[people.c.user_id], set_=values)
+    )
+
+
+async def store_language(session: AsyncSession, user_id: int, language: str) -> None:
+    await _upsert(session, user_id, {"language": language})
+
+
+async def role_of(session: AsyncSession, user_id: int, admin_ids: frozenset[int]) -> Role | None:
+    """Admins come from ADMIN_IDS (and cannot be revoked); leads are granted in the database."""
+    if user_id in admin_ids:
+        return "admin"
+    role = await session.scalar(select(people.c.role).where(people.c.user_id == user_id))
+    return "lead" if role == "lead" else None
+
+
+async def grant_lead(
+    session: AsyncSession, user_id: int, *, granted_by: int, name: str | None
+) -> None:
+    values: dict[str, object] = {"role": "lead", "granted_by": granted_by}
+    if name:
+        values["name"] = name[:200]
+    await _upsert(session, user_id, values)
+
+
+async def revoke_lead(session: AsyncSession, user_id: int) -> bool:
+    result = await session.execute(
+        update(people)
+        .where(people.c.user_id == user_id, people.c.role == "lead")
+        .values(role=None)
+    )
+    return bool(result.rowcount)
+
+
+async def list_people(session: AsyncSession, admin_ids: frozenset[int]) -> list[Person]:
+    """Admins first, then leads, each by id."""
+    rows = await session.execute(
+        select(people.c.user_id, people.c.role, people.c.name).where(
+            (people.c.role == "lead") | people.c.user_id.in_(admin_ids)
         )
     )
+    known = {row.user_id: row for row in rows}
+    admins = [
+        Person(user_id, "admin", known[user_id].name if user_id in known else None)
+        for user_id in sorted(admin_ids)
+    ]
+    leads = [
+        Person(row.user_id, "lead", row.name)
+        for user_id, row in sorted(known.items())
+        if user_id not in admin_ids and row.role == "lead"
+    ]
+    return admins + leads

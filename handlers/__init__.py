@@ -2,7 +2,7 @@
 
 from aiogram import Router
 
-from handlers import channels, clients, digests, errors, start
+from handlers import access, channels, clients, digests, errors, start
 
 
 def build_routers() -> list[Router]:
@@ -12,5 +12,6 @@ def build_routers() -> list[Router]:
         clients.build_router(),
         channels.build_router(),
         digests.build_router(),
+        access.build_router(),
         errors.build_router(),
     ]

@@ -51,7 +51,7 @@ async def answer_report(
 def build_router() -> Router:
     router = Router(name=__name__)
 
-    @router.message(Command("clients"))
+    @router.message(Command("clients"), flags={"report": True})
     async def clients_command(
         message: Message,
         command: CommandObject,
@@ -77,7 +77,9 @@ def build_router() -> Router:
             zone=await chat_zone(session, message.chat.id, settings.timezone),
         )
 
-    @router.callback_query(ReportButton.filter(F.period.in_(BUTTON_PERIODS)))
+    @router.callback_query(
+        ReportButton.filter(F.period.in_(BUTTON_PERIODS)), flags={"report": True}
+    )
     async def report_button(
         query: CallbackQuery,
         callback_data: ReportButton,
@@ -107,7 +109,7 @@ def build_router() -> Router:
             zone=await chat_zone(session, query.message.chat.id, settings.timezone),
         )
 
-    @router.callback_query()
+    @router.callback_query(flags={"access": "public"})
     async def unknown_button(query: CallbackQuery) -> None:
         await query.answer(_("This button is no longer valid."), show_alert=True)
 

@@ -38,7 +38,7 @@ def _when(moment: datetime, zone: ZoneInfo, lang: str) -> str:
 def build_router() -> Router:
     router = Router(name=__name__)
 
-    @router.message(Command("digest"))
+    @router.message(Command("digest"), flags={"access": "admin"})
     async def digest_command(
         message: Message,
         command: CommandObject,
@@ -98,7 +98,7 @@ def build_router() -> Router:
             )
         )
 
-    @router.message(Command("timezone"))
+    @router.message(Command("timezone"), flags={"access": "admin"})
     async def timezone_command(
         message: Message,
         command: CommandObject,

@@ -59,11 +59,11 @@ def build_router() -> Router:
             + help_text()
         )
 
-    @router.message(Command("help"))
+    @router.message(Command("help"), flags={"access": "public"})
     async def show_help(message: Message) -> None:
         await message.answer(help_text())
 
-    @router.message(Command("lang"))
+    @router.message(Command("lang"), flags={"access": "public"})
     async def set_language(
         message: Message, command: CommandObject, session: AsyncSession, i18n: I18n
     ) -> None:

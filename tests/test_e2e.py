@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -46,6 +48,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Requests that put something into a chat (answerCallbackQuery is shown as a toast, not a message).
 SENDS = frozenset({"sendMessage", "sendPhoto", "sendMediaGroup", "sendDocument"})
 REPORT = ["sendMessage", "sendMediaGroup", "sendDocument"]
+STARTUP_AND_POLLING = frozenset({"setMyCommands", "getMe", "getUpdates"})
 INCIDENT = re.compile(
     r"Sorry, something went wrong on our side\. Incident id: <code>([0-9a-f]{8})</code>\."
 )
@@ -78,9 +81,7 @@ class Running:
     def __init__(self, tg: FakeTelegram, app: Application) -> None:
         self.tg, self.app = tg, app
 
-    def command(
-        self, text: str, *, user_id: int = ADMIN, language_code: str = "en"
-    ) -> int:
+    def command(self, text: str, *, user_id: int = ADMIN, language_code: str = "en") -> int:
         """A private-chat message from user_id; returns its update_id."""
         return self.tg.send_message(
             text, chat_id=user_id, user_id=user_id, language_code=language_code
@@ -103,36 +104,36 @@ class Running:
         return Counter(call.method for call in self.tg.calls() if call.ok)
 
 
-def app_settings(tg: FakeTelegram, engine: AsyncEngine, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "bot_token": TOKEN,
-        "telegram_api_url": tg.base_url,
-        "database_url": engine.url.render_as_string(hide_password=False),
-        "admin_ids": str(ADMIN),
-        "timezone": "Europe/Moscow",
-        "language": "en",
-        **overrides,
-    }
-    return Settings(_env_file=None, **values)
+def app_settings(tg: FakeTelegram, engine: AsyncEngine) -> Settings:
+    return Settings(
+        _env_file=None,
+        bot_token=TOKEN,
+        telegram_api_url=tg.base_url,
+        database_url=engine.url.render_as_string(hide_password=False),
+        admin_ids=str(ADMIN),
+        timezone="Europe/Moscow",
+        language="en",
+    )
 
 
 @asynccontextmanager
-async def running(
-    engine: AsyncEngine, *, clock: Callable[[], datetime] = lambda: NOW, **fake: Any
-) -> AsyncIterator[Running]:
+async def running(engine: AsyncEngine, **fake: Any) -> AsyncIterator[Running]:
+    """The application with a clock frozen at NOW, polling a fresh fake built with `fake`."""
     async with FakeTelegram(token=TOKEN, **fake) as tg:
-        app = build_application(app_settings(tg, engine), engine, clock=clock)
+        app = build_application(app_settings(tg, engine), engine, clock=lambda: NOW)
         polling = asyncio.create_task(
             app.dispatcher.start_polling(app.bot, handle_signals=False, polling_timeout=1)
         )
         harness = Running(tg, app)
         try:
-            await asyncio.wait(
-                [polling, asyncio.ensure_future(tg.wait_polling())],
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            if polling.done():  # the start-up failed: show why
+            waiter = asyncio.create_task(tg.wait_polling())
+            await asyncio.wait([polling, waiter], return_when=asyncio.FIRST_COMPLETED)
+            if not waiter.done():  # polling ended before it ever polled: show why
+                waiter.cancel()
+                with suppress(asyncio.CancelledError):
+                    await waiter
                 polling.result()
+            waiter.result()
             yield harness
             while tasks := set(app.dispatcher._handle_update_tasks):
                 await asyncio.gather(*tasks)
@@ -165,11 +166,16 @@ def expected_rows(report: Report) -> list[list[str]]:
     bounds = [start, end, report.period.tz_name]
     now, before = report.current, report.previous
     rows = [[*bounds, "all_clients", "", "", str(report.all_clients), ""]]
-    for metric in ("contacted_clients", "new_clients", "returning_clients", "appeals"):
-        rows.append([*bounds, metric, "", "", str(getattr(now, metric)), str(getattr(before, metric))])
-    rows.append(
-        [*bounds, "repeat_appeals", "", "", str(now.repeat_appeals), str(before.repeat_appeals)]
-    )
+    for metric in (
+        "contacted_clients",
+        "new_clients",
+        "returning_clients",
+        "appeals",
+        "repeat_appeals",
+    ):
+        rows.append(
+            [*bounds, metric, "", "", str(getattr(now, metric)), str(getattr(before, metric))]
+        )
     for channel in sorted(now.channel_clients.keys() | before.channel_clients.keys()):
         rows.append(
             [
@@ -197,11 +203,6 @@ def expected_rows(report: Report) -> list[list[str]]:
     return rows
 
 
-def only(calls: list[Call]) -> Call:
-    assert len(calls) == 1, [c.method for c in calls]
-    return calls[0]
-
-
 # -- tests -------------------------------------------------------------------------------------
 
 
@@ -214,14 +215,14 @@ async def test_week_on_demo_data_sends_text_pies_and_a_csv_equal_to_the_metrics(
         report = await build_report(connection, periods, ReportFilter())
     assert report.current.appeals > 0 and report.previous.appeals > 0  # a meaningful check
 
-    async with running(engine) as bot_:
-        update = bot_.command("/clients week")
-        await bot_.tg.wait_for("sendDocument")
-        await bot_.settle(update)
+    async with running(engine) as live:
+        update = live.command("/clients week")
+        await live.tg.wait_for("sendDocument")
+        await live.settle(update)
 
-        assert bot_.sent_methods(ok_only=False) == REPORT
-        assert bot_.tg.errors() == []
-        text_call, album_call, document_call = bot_.sends()
+        assert live.sent_methods(ok_only=False) == REPORT
+        assert live.tg.errors() == []
+        text_call, album_call, document_call = live.sends()
 
         # The text: HTML the fake parsed, with the numbers of build_report.
         assert text_call.params["chat_id"] == str(ADMIN)
@@ -269,14 +270,14 @@ async def test_week_on_demo_data_sends_text_pies_and_a_csv_equal_to_the_metrics(
 async def test_yesterday_on_the_hand_counted_day_gives_exact_numbers(
     hand_counted: AsyncEngine,
 ) -> None:
-    async with running(hand_counted) as bot_:
-        update = bot_.command("/clients yesterday")
-        await bot_.tg.wait_for("sendDocument")
-        await bot_.settle(update)
+    async with running(hand_counted) as live:
+        update = live.command("/clients yesterday")
+        await live.tg.wait_for("sendDocument")
+        await live.settle(update)
 
-        assert bot_.sent_methods(ok_only=False) == REPORT
-        assert bot_.tg.errors() == []
-        text_call, _, document_call = bot_.sends()
+        assert live.sent_methods(ok_only=False) == REPORT
+        assert live.tg.errors() == []
+        text_call, _, document_call = live.sends()
         assert text_call.params["text"] == "\n".join(
             [
                 "<b>Clients report</b>",
@@ -315,14 +316,14 @@ async def test_yesterday_on_the_hand_counted_day_gives_exact_numbers(
 async def test_an_empty_period_sends_the_text_and_the_csv_but_no_pies(
     hand_counted: AsyncEngine,
 ) -> None:
-    async with running(hand_counted) as bot_:
-        update = bot_.command("/clients 2026-11-05")
-        await bot_.tg.wait_for("sendDocument")
-        await bot_.settle(update)
+    async with running(hand_counted) as live:
+        update = live.command("/clients 2026-11-05")
+        await live.tg.wait_for("sendDocument")
+        await live.settle(update)
 
-        assert bot_.sent_methods(ok_only=False) == ["sendMessage", "sendDocument"]
-        assert bot_.tg.errors() == []
-        text_call, document_call = bot_.sends()
+        assert live.sent_methods(ok_only=False) == ["sendMessage", "sendDocument"]
+        assert live.tg.errors() == []
+        text_call, document_call = live.sends()
         assert text_call.result["text"] == "\n".join(
             [
                 "Clients report",
@@ -370,13 +371,13 @@ async def test_an_empty_period_sends_the_text_and_the_csv_but_no_pies(
 async def test_a_bad_request_gets_one_explanation_and_nothing_else(
     hand_counted: AsyncEngine, command: str, reply: str
 ) -> None:
-    async with running(hand_counted) as bot_:
-        update = bot_.command(command)
-        await bot_.settle(update)
+    async with running(hand_counted) as live:
+        update = live.command(command)
+        await live.settle(update)
 
-        assert bot_.sent_methods(ok_only=False) == ["sendMessage"]
-        assert bot_.tg.errors() == []
-        (message,) = bot_.tg.sent_messages()
+        assert live.sent_methods(ok_only=False) == ["sendMessage"]
+        assert live.tg.errors() == []
+        (message,) = live.tg.sent_messages()
         assert message["chat"]["id"] == ADMIN
         assert message["text"] == reply
         assert "reply_markup" not in message
@@ -385,11 +386,11 @@ async def test_a_bad_request_gets_one_explanation_and_nothing_else(
 async def test_pressing_yesterday_under_a_report_answers_and_sends_a_new_report(
     hand_counted: AsyncEngine,
 ) -> None:
-    async with running(hand_counted) as bot_:
-        first = bot_.command("/clients week")
-        await bot_.tg.wait_for("sendDocument")
-        await bot_.settle(first)
-        report_message = bot_.tg.sent_messages()[0]
+    async with running(hand_counted) as live:
+        first = live.command("/clients week")
+        await live.tg.wait_for("sendDocument")
+        await live.settle(first)
+        report_message = live.tg.sent_messages()[0]
         assert report_message["text"].startswith("Clients report\nPeriod: 9 Nov, 00:00 → 11 Nov")
         buttons = {
             button["text"]: button["callback_data"]
@@ -397,23 +398,25 @@ async def test_pressing_yesterday_under_a_report_answers_and_sends_a_new_report(
             for button in row
         }
         assert list(buttons) == ["Today", "Yesterday", "Week", "Month", "Last month"]
-        before = len(bot_.tg.calls())
+        before = len(live.tg.calls())
 
-        press = bot_.tg.press_button(
+        press = live.tg.press_button(
             buttons["Yesterday"],
             chat_id=ADMIN,
             user_id=ADMIN,
             message_id=report_message["message_id"],
         )
-        await bot_.tg.wait_for("sendDocument", 2)
-        await bot_.settle(press)
+        await live.tg.wait_for("sendDocument", 2)
+        await live.settle(press)
 
-        after = [c for c in bot_.tg.calls()[before:] if c.method in SENDS | {"answerCallbackQuery"}]
+        after = [
+            c for c in live.tg.calls()[before:] if c.method in SENDS | {"answerCallbackQuery"}
+        ]
         assert [c.method for c in after] == ["answerCallbackQuery", *REPORT]
         assert all(c.ok for c in after)
         assert after[0].params["callback_query_id"] == "cbq-1"
-        assert bot_.tg.errors() == []
-        assert bot_.sent_methods() == REPORT * 2
+        assert live.tg.errors() == []
+        assert live.sent_methods() == REPORT * 2
         second = after[1].result
         assert second["text"].startswith("Clients report\nPeriod: 10 Nov 2026 (Europe/Moscow)\n")
         assert "\nWrote: 4 · +3 (+300%)\n" in second["text"]
@@ -426,22 +429,21 @@ async def test_pressing_yesterday_under_a_report_answers_and_sends_a_new_report(
 async def test_a_stranger_is_refused_with_their_id_and_sees_no_data(
     hand_counted: AsyncEngine,
 ) -> None:
-    async with running(hand_counted) as bot_:
-        update = bot_.command("/clients yesterday", user_id=STRANGER)
-        await bot_.settle(update)
+    async with running(hand_counted) as live:
+        update = live.command("/clients yesterday", user_id=STRANGER)
+        await live.settle(update)
 
-        assert [c.method for c in bot_.tg.calls() if c.method not in ("getUpdates",)][-1:] == [
+        # Nothing but the refusal: no "sending photo" action, no report part, no answer else.
+        assert [c.method for c in live.tg.calls() if c.method not in STARTUP_AND_POLLING] == [
             "sendMessage"
         ]
-        assert bot_.sent_methods(ok_only=False) == ["sendMessage"]
-        assert bot_.tg.calls("sendChatAction") == []
-        (refusal,) = bot_.tg.calls("sendMessage")
+        (refusal,) = live.tg.calls("sendMessage")
         assert refusal.params["chat_id"] == str(STRANGER)
         assert refusal.params["text"] == (
             "Sorry, this bot shows client data to its admins only. "
             "Your Telegram id is <code>777</code>: an admin can add it to ADMIN_IDS."
         )
-        assert bot_.tg.errors() == []
+        assert live.tg.errors() == []
 
 
 async def test_an_unexpected_error_gets_an_incident_id_and_the_bot_goes_on(
@@ -451,10 +453,10 @@ async def test_an_unexpected_error_gets_an_incident_id_and_the_bot_goes_on(
         raise RuntimeError("boom")
 
     monkeypatch.setattr(bot.delivery, "build_report", broken)
-    async with running(hand_counted) as bot_:
-        failing = bot_.command("/clients week")
-        await bot_.settle(failing)
-        (apology,) = bot_.tg.calls("sendMessage")
+    async with running(hand_counted) as live:
+        failing = live.command("/clients week")
+        await live.settle(failing)
+        (apology,) = live.tg.calls("sendMessage")
         match = INCIDENT.fullmatch(apology.params["text"])
         assert match is not None, apology.params["text"]
         assert apology.ok and apology.params["chat_id"] == str(ADMIN)
@@ -464,49 +466,81 @@ async def test_an_unexpected_error_gets_an_incident_id_and_the_bot_goes_on(
         ]
         assert logged[0].exc_info is not None and logged[0].exc_info[0] is RuntimeError
 
-        following = bot_.command("/help")
-        await bot_.tg.wait_for("sendMessage", 2)
-        await bot_.settle(following)
-        assert bot_.sent_methods(ok_only=False) == ["sendMessage", "sendMessage"]
-        assert bot_.tg.sent_messages()[1]["text"].startswith("Commands\n/clients [period]")
-        assert bot_.tg.errors() == []
+        following = live.command("/help")
+        await live.tg.wait_for("sendMessage", 2)
+        await live.settle(following)
+        assert live.sent_methods(ok_only=False) == ["sendMessage", "sendMessage"]
+        assert live.tg.sent_messages()[1]["text"].startswith("Commands\n/clients [period]")
+        assert live.tg.errors() == []
 
 
 async def test_startup_sets_the_commands_in_every_language_and_calls_get_me_first(
     sqlite_engine: AsyncEngine,
 ) -> None:
-    async with running(sqlite_engine) as bot_:
+    async with running(sqlite_engine) as live:
         # A long poll is now waiting (calls are listed once answered): all that came before it.
-        assert [c.method for c in bot_.tg.calls()] == ["setMyCommands"] * 3 + ["getMe"]
-        assert [c.params.get("language_code", "") for c in bot_.tg.calls("setMyCommands")] == [
+        assert [c.method for c in live.tg.calls()] == ["setMyCommands"] * 3 + ["getMe"]
+        assert [c.params.get("language_code", "") for c in live.tg.calls("setMyCommands")] == [
             "en",
             "ru",
             "",
         ]
-        assert bot_.tg.errors() == []
+        assert live.tg.errors() == []
 
         def listed(language: str) -> list[dict[str, str]]:
             return [{"command": name, "description": text} for name, text in COMMANDS[language]]
 
-        assert bot_.tg.commands(language_code="ru") == listed("ru")
-        assert bot_.tg.commands(language_code="en") == listed("en")
-        assert bot_.tg.commands() == listed("en")
-        assert [c["command"] for c in bot_.tg.commands()] == ["clients", "channels", "help", "lang"]
-        assert bot_.sends() == []
+        assert live.tg.commands(language_code="ru") == listed("ru")
+        assert live.tg.commands(language_code="en") == listed("en")
+        assert live.tg.commands() == listed("en")
+        assert [c["command"] for c in live.tg.commands()] == [
+            "clients",
+            "channels",
+            "help",
+            "lang",
+        ]
+        assert live.sends() == []
 
 
 async def test_a_russian_user_gets_russian_text_and_a_semicolon_csv_with_bom(
     hand_counted: AsyncEngine,
 ) -> None:
-    async with running(hand_counted) as bot_:
-        update = bot_.command("/clients вчера", language_code="ru")
-        await bot_.tg.wait_for("sendDocument")
-        await bot_.settle(update)
+    async with running(hand_counted) as live:
+        update = live.command("/clients вчера", language_code="ru")
+        await live.tg.wait_for("sendDocument")
+        await live.settle(update)
 
-        assert bot_.sent_methods(ok_only=False) == REPORT
-        assert bot_.tg.errors() == []
-        text_call, album_call, document_call = bot_.sends()
-        print(text_call.params["text"])
+        assert live.sent_methods(ok_only=False) == REPORT
+        assert live.tg.errors() == []
+        text_call, _, document_call = live.sends()
+        assert text_call.params["text"] == "\n".join(
+            [
+                "<b>Отчёт по клиентам</b>",
+                "Период: 10 ноября 2026 (Europe/Moscow)",
+                "Изменения к периоду <i>9 ноября</i>",
+                "",
+                "Клиенты всего: <b>5</b>",
+                "Написали: <b>4</b> · +3 (+300\u00a0%)",
+                "Новые: <b>2</b> · +1 (+100\u00a0%)",
+                "Вернувшиеся: <b>2</b> · +2 (—)",
+                "Обращения: <b>7</b> · +6 (+600\u00a0%)",
+                "Повторные обращения: <b>5</b> · +5 (—)",
+                "",
+                "Самый популярный канал: <b>whatsapp</b> — 3 клиента",
+                "Самое популярное приложение: <b>telegram · Sales &amp; Partners &lt;VIP&gt;</b>"
+                " — 2 клиента",
+                "<i>Клиент, писавший в несколько каналов, учтён в каждом из них, поэтому сумма по "
+                "каналам больше числа написавших.</i>",
+            ]
+        )
+        buttons = json.loads(text_call.params["reply_markup"])["inline_keyboard"]
+        assert [b["text"] for row in buttons for b in row] == [
+            "Сегодня",
+            "Вчера",
+            "Неделя",
+            "Месяц",
+            "Прошлый месяц",
+        ]
         document = document_call.file("document")
         assert document is not None
         assert document.data.startswith(BOM + b"period_start;period_end;timezone;metric;")
@@ -514,19 +548,18 @@ async def test_a_russian_user_gets_russian_text_and_a_semicolon_csv_with_bom(
             YESTERDAY_BOUNDS + row for row in YESTERDAY_ROWS
         ]
         assert b"," not in document.data
-        assert 0
 
 
 async def test_a_429_on_a_reply_is_retried_and_the_reply_arrives_once(
     hand_counted: AsyncEngine,
 ) -> None:
-    async with running(hand_counted) as bot_:
-        bot_.tg.fail_next("sendMessage", status=429, retry_after=1)
-        update = bot_.command("/help")
-        await bot_.tg.wait_for("sendMessage", 2)
-        await bot_.settle(update)
+    async with running(hand_counted) as live:
+        live.tg.fail_next("sendMessage", status=429, retry_after=1)
+        update = live.command("/help")
+        await live.tg.wait_for("sendMessage", 2)
+        await live.settle(update)
 
-        attempts = bot_.tg.calls("sendMessage")
+        attempts = live.tg.calls("sendMessage")
         assert [c.status for c in attempts] == [429, 200]
         assert attempts[0].response == {
             "ok": False,
@@ -536,28 +569,32 @@ async def test_a_429_on_a_reply_is_retried_and_the_reply_arrives_once(
         }
         assert attempts[1].at - attempts[0].at >= 1.0  # it waited retry_after
         assert attempts[0].params == attempts[1].params
-        assert bot_.ok_counts()["sendMessage"] == 1
-        (reply,) = bot_.tg.sent_messages(ADMIN)
+        assert live.ok_counts()["sendMessage"] == 1
+        (reply,) = live.tg.sent_messages(ADMIN)
         assert reply["text"].startswith("Commands\n")
-        assert bot_.tg.errors() == [attempts[0]]
+        assert live.tg.errors() == [attempts[0]]
 
 
 async def test_two_500s_on_the_csv_are_retried_and_the_csv_arrives_once(
     hand_counted: AsyncEngine,
 ) -> None:
-    async with running(hand_counted) as bot_:
-        bot_.tg.fail_next("sendDocument", status=500, times=2)
-        update = bot_.command("/clients yesterday")
-        await bot_.tg.wait_for("sendDocument", 3)
-        await bot_.settle(update)
+    async with running(hand_counted) as live:
+        live.tg.fail_next("sendDocument", status=500, times=2)
+        update = live.command("/clients yesterday")
+        await live.tg.wait_for("sendDocument", 3)
+        await live.settle(update)
 
-        attempts = bot_.tg.calls("sendDocument")
+        attempts = live.tg.calls("sendDocument")
         assert [c.status for c in attempts] == [500, 500, 200]
-        assert bot_.tg.errors() == attempts[:2]
-        counts = bot_.ok_counts()
-        assert (counts["sendMessage"], counts["sendMediaGroup"], counts["sendDocument"]) == (1, 1, 1)
-        assert bot_.sent_methods() == REPORT
-        documents = [m for m in bot_.tg.sent_messages(ADMIN) if "document" in m]
+        assert live.tg.errors() == attempts[:2]
+        counts = live.ok_counts()
+        assert (counts["sendMessage"], counts["sendMediaGroup"], counts["sendDocument"]) == (
+            1,
+            1,
+            1,
+        )
+        assert live.sent_methods() == REPORT
+        documents = [m for m in live.tg.sent_messages(ADMIN) if "document" in m]
         assert [d["document"]["file_name"] for d in documents] == [
             "clients_2026-11-10_2026-11-10.csv"
         ]
@@ -569,13 +606,13 @@ async def test_two_500s_on_the_csv_are_retried_and_the_csv_arrives_once(
 
 
 async def test_channels_lists_apps_with_their_names_escaped(hand_counted: AsyncEngine) -> None:
-    async with running(hand_counted) as bot_:
-        update = bot_.command("/channels")
-        await bot_.settle(update)
+    async with running(hand_counted) as live:
+        update = live.command("/channels")
+        await live.settle(update)
 
-        assert bot_.sent_methods(ok_only=False) == ["sendMessage"]
-        assert bot_.tg.errors() == []
-        (call,) = bot_.tg.calls("sendMessage")
+        assert live.sent_methods(ok_only=False) == ["sendMessage"]
+        assert live.tg.errors() == []
+        (call,) = live.tg.calls("sendMessage")
         assert "  • Sales &amp; Partners &lt;VIP&gt;: 2" in call.params["text"].splitlines()
         assert call.result["text"] == "\n".join(
             [
@@ -597,13 +634,52 @@ async def test_one_full_report_to_a_chat_keeps_telegram_s_per_chat_pace(
     hand_counted: AsyncEngine,
 ) -> None:
     # The fake answers 429 to any send that breaks a limit, as Telegram would.
-    async with running(hand_counted, enforce_rate_limits=True) as bot_:
-        update = bot_.command("/clients yesterday")
-        await bot_.tg.wait_for("sendDocument")
-        await bot_.settle(update)
+    async with running(hand_counted, enforce_rate_limits=True) as live:
+        update = live.command("/clients yesterday")
+        await live.tg.wait_for("sendDocument")
+        await live.settle(update)
 
-        assert bot_.sent_methods(ok_only=False) == REPORT
-        assert bot_.tg.errors() == []
-        assert bot_.tg.rate_violations() == []
-        times = [c.at for c in bot_.sends()]
-        assert all(later - earlier >= 1.0 for earlier, later in zip(times, times[1:]))
+        assert live.sent_methods(ok_only=False) == REPORT
+        assert live.tg.errors() == []
+        assert live.tg.rate_violations() == []
+        times = [c.at for c in live.sends()]
+        assert all(later - earlier >= 1.0 for earlier, later in pairwise(times))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="handlers/errors.py answers an already answered callback query again; Telegram "
+    "refuses (400 query ID is invalid) and the apology is never sent",
+)
+async def test_an_unexpected_error_after_a_button_press_still_gets_the_apology(
+    hand_counted: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    async with running(hand_counted) as live:
+        first = live.command("/clients 2026-11-05")
+        await live.tg.wait_for("sendDocument")
+        await live.settle(first)
+        report_message = live.tg.sent_messages()[0]
+        before = len(live.tg.calls())
+
+        monkeypatch.setattr(bot.delivery, "build_report", broken)
+        press = live.tg.press_button(
+            "rep:yesterday::",
+            chat_id=ADMIN,
+            user_id=ADMIN,
+            message_id=report_message["message_id"],
+        )
+        await live.settle(press)
+
+        after = [
+            c for c in live.tg.calls()[before:] if c.method in SENDS | {"answerCallbackQuery"}
+        ]
+        # The button stops spinning once, then the chat learns what happened.
+        assert [(c.method, c.status) for c in after] == [
+            ("answerCallbackQuery", 200),
+            ("sendMessage", 200),
+        ]
+        assert INCIDENT.fullmatch(after[1].params["text"]) is not None
+        assert live.tg.errors() == []

@@ -3,10 +3,13 @@
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import insert, select, text
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.db import migrate
+from bot.models import metadata
 from reports.schema import appeals, apps, clients
 
 MSK = timezone(timedelta(hours=3))
@@ -73,3 +76,12 @@ async def test_sqlite_runs_in_wal_mode(sqlite_engine: AsyncEngine) -> None:
     async with sqlite_engine.connect() as connection:
         assert (await connection.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
         assert (await connection.execute(text("PRAGMA busy_timeout"))).scalar() == 10000
+
+
+async def test_migrations_build_exactly_the_declared_schema(engine: AsyncEngine) -> None:
+    def differences(connection: Connection) -> list[object]:
+        context = MigrationContext.configure(connection)
+        return compare_metadata(context, metadata)
+
+    async with engine.connect() as connection:
+        assert await connection.run_sync(differences) == []

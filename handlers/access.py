@@ -1,0 +1,129 @@
+"""Roles and chats: /grant, /revoke, /users, /enable, /disable, and the bot's own membership."""
+
+import html
+import logging
+
+from aiogram import Bot, F, Router
+from aiogram.filters import Command, CommandObject
+from aiogram.types import ChatMemberUpdated, Message
+from aiogram.utils.i18n import I18n
+from aiogram.utils.i18n import gettext as _
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from bot.chats import deactivate_chat, set_enabled
+from bot.config import Settings
+from bot.middlewares import GROUP_TYPES
+from bot.people import grant_lead, list_people, revoke_lead
+from bot.scheduler import DigestClock
+
+logger = logging.getLogger(__name__)
+
+ADMIN_ONLY = {"access": "admin"}
+ANY_CHAT_ADMIN = {"access": "admin", "any_chat": True}
+
+
+def _target(message: Message, command: CommandObject) -> tuple[int, str | None] | None:
+    """Who a /grant or /revoke is about: a numeric id, or the author of the replied message."""
+    argument = (command.args or "").strip()
+    if argument:
+        return (int(argument), None) if argument.isdigit() and len(argument) <= 15 else None
+    replied = message.reply_to_message
+    if replied is not None and replied.from_user is not None and not replied.from_user.is_bot:
+        return replied.from_user.id, replied.from_user.full_name
+    return None
+
+
+def build_router() -> Router:
+    router = Router(name=__name__)
+
+    @router.message(Command("grant"), flags=ADMIN_ONLY)
+    async def grant(
+        message: Message, command: CommandObject, session: AsyncSession, settings: Settings
+    ) -> None:
+        target = _target(message, command)
+        if target is None:
+            await message.answer(
+                _("Usage: /grant USER_ID, or reply /grant to the person's message.")
+            )
+            return
+        user_id, name = target
+        if user_id in settings.admin_ids:
+            await message.answer(_("{user_id} is an admin already.").format(user_id=user_id))
+            return
+        await grant_lead(session, user_id, granted_by=message.from_user.id, name=name)  # type: ignore[union-attr]
+        logger.info("user %s granted lead to %s", message.from_user.id, user_id)  # type: ignore[union-attr]
+        await message.answer(
+            _("{user_id} is now a lead: they can see reports.").format(user_id=user_id)
+        )
+
+    @router.message(Command("revoke"), flags=ADMIN_ONLY)
+    async def revoke(
+        message: Message, command: CommandObject, session: AsyncSession, settings: Settings
+    ) -> None:
+        target = _target(message, command)
+        if target is None:
+            await message.answer(
+                _("Usage: /revoke USER_ID, or reply /revoke to the person's message.")
+            )
+            return
+        user_id, _name = target
+        if user_id in settings.admin_ids:
+            await message.answer(_("Admins come from ADMIN_IDS and cannot be revoked here."))
+            return
+        if await revoke_lead(session, user_id):
+            await message.answer(_("{user_id} is no longer a lead.").format(user_id=user_id))
+        else:
+            await message.answer(_("{user_id} had no role.").format(user_id=user_id))
+
+    @router.message(Command("users"), flags=ADMIN_ONLY)
+    async def users(message: Message, session: AsyncSession, settings: Settings) -> None:
+        people = await list_people(session, settings.admin_ids)
+        lines = [_("<b>People</b>")]
+        for person in people:
+            role = _("admin") if person.role == "admin" else _("lead")
+            name = f" — {html.escape(person.name, quote=False)}" if person.name else ""
+            lines.append(f"<code>{person.user_id}</code>: {role}{name}")
+        await message.answer("\n".join(lines))
+
+    @router.message(Command("enable"), flags=ANY_CHAT_ADMIN)
+    async def enable(message: Message, session: AsyncSession, i18n: I18n) -> None:
+        if message.chat.type not in GROUP_TYPES:
+            await message.answer(
+                _("/enable is for groups; private chats with admins and leads work already.")
+            )
+            return
+        await set_enabled(session, message.chat.id, True, language=i18n.current_locale)
+        await message.answer(_("This group is enabled: leads and admins can get reports here."))
+
+    @router.message(Command("disable"), flags=ANY_CHAT_ADMIN)
+    async def disable(message: Message, session: AsyncSession, i18n: I18n) -> None:
+        await set_enabled(session, message.chat.id, False, language=i18n.current_locale)
+        await message.answer(_("This group is disabled: the bot will not answer here."))
+
+    @router.my_chat_member(F.new_chat_member.status.in_({"member", "administrator"}))
+    async def added(event: ChatMemberUpdated, bot: Bot, settings: Settings) -> None:
+        if event.chat.type not in GROUP_TYPES:
+            return
+        if event.from_user.id not in settings.admin_ids:
+            logger.warning(
+                "user %s added the bot to chat %s without being an admin: leaving",
+                event.from_user.id,
+                event.chat.id,
+            )
+            await bot.leave_chat(event.chat.id)
+
+    @router.my_chat_member(F.new_chat_member.status.in_({"left", "kicked"}))
+    async def removed(
+        event: ChatMemberUpdated,
+        engine: AsyncEngine,
+        digest_clock: DigestClock | None = None,
+    ) -> None:
+        logger.info("bot removed from chat %s: its digests stop", event.chat.id)
+        async with engine.begin() as connection:
+            await deactivate_chat(
+                connection, event.chat.id, reason=f"bot {event.new_chat_member.status}"
+            )
+        if digest_clock is not None:
+            await digest_clock.rebuild()
+
+    return router
