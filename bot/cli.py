@@ -16,8 +16,10 @@ from bot.config import Settings, SettingsError, load_settings
 from bot.db import create_engine, migrate
 from bot.demo import DemoRefused, load_demo
 from bot.importer import ImportFileError, import_file
+from bot.logs import setup_logging
 from reports.bundle import render_bundle
 from reports.errors import ReportError
+from reports.i18n import translator
 from reports.metrics import build_report
 from reports.model import ReportFilter
 from reports.periods import parse_period
@@ -58,21 +60,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Only the long-running bot logs progress; one-shot commands print their result alone.
-    logging.basicConfig(
-        level=logging.INFO if args.command in (None, "run") else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    level = logging.INFO if args.command in (None, "run") else logging.WARNING
+    setup_logging(level, secrets=[])
     try:
         settings = load_settings()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    token = settings.bot_token.get_secret_value() if settings.bot_token else ""
+    setup_logging(level, secrets=[token])
+    try:
         return asyncio.run(dispatch(args, settings))
-    except (CliError, SettingsError) as exc:
+    except (CliError, DemoRefused) as exc:
         print(f"error: {exc}", file=sys.stderr)
     except ReportError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        print(f"error: {exc.localized(translator(settings.language).gettext)}", file=sys.stderr)
     except ImportFileError as exc:
         print(str(exc), file=sys.stderr)
-    except DemoRefused as exc:
-        print(f"error: {exc}", file=sys.stderr)
     except SQLAlchemyError as exc:
         first_line = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         print(f"error: database problem: {first_line}", file=sys.stderr)
