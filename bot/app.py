@@ -2,7 +2,7 @@
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +26,12 @@ from bot.config import Settings
 from bot.db import session_factory
 from bot.digests import DigestRunner
 from bot.i18n import PeopleI18nMiddleware, build_i18n
-from bot.middlewares import AccessMiddleware, DbSessionMiddleware, ReportFloodMiddleware
+from bot.middlewares import (
+    AccessMiddleware,
+    DbSessionMiddleware,
+    InFlightMiddleware,
+    ReportFloodMiddleware,
+)
 from bot.outbound import OutboundLimiter
 from bot.rendering import Renderer
 from bot.scheduler import DigestClock
@@ -35,6 +40,8 @@ from handlers import build_routers
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+# How long a stopping bot waits for reports already being sent.
+SHUTDOWN_GRACE = 30.0
 
 COMMANDS = {
     "en": [
@@ -90,6 +97,8 @@ def build_dispatcher(
         **workflow_data,
     )
     sessions = session_factory(engine)
+    in_flight = InFlightMiddleware()
+    dispatcher.update.outer_middleware(in_flight)
     dispatcher.update.outer_middleware(DbSessionMiddleware(sessions))
     PeopleI18nMiddleware(build_i18n(settings.language), sessions).setup(dispatcher)
     # Inner: only updates a handler matched are judged (group chatter passes unanswered).
@@ -99,7 +108,13 @@ def build_dispatcher(
         observer.middleware(access)
         observer.middleware(flood)
     dispatcher.include_routers(*build_routers())
-    dispatcher.shutdown.register(renderer.close)
+
+    async def on_shutdown() -> None:
+        # In-flight reports finish their sends before the renderer and the session close.
+        await in_flight.wait_idle(SHUTDOWN_GRACE)
+        renderer.close()
+
+    dispatcher.shutdown.register(on_shutdown)
     return dispatcher
 
 
@@ -141,7 +156,12 @@ async def set_commands(bot: Bot) -> None:
     )
 
 
-async def wait_for_telegram(bot: Bot, *, max_delay: float = 30.0) -> User:
+async def wait_for_telegram(
+    bot: Bot,
+    *,
+    max_delay: float = 30.0,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> User:
     """getMe until Telegram answers: aiogram's polling would otherwise crash at start-up."""
     delay = 1.0
     while True:
@@ -153,7 +173,7 @@ async def wait_for_telegram(bot: Bot, *, max_delay: float = 30.0) -> User:
             logger.warning(
                 "Telegram is not reachable (%s); retrying in %.0f s", type(exc).__name__, delay
             )
-            await asyncio.sleep(delay)
+            await sleep(delay)
             delay = min(delay * 2, max_delay)
 
 

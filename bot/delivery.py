@@ -5,18 +5,27 @@ Telegram already accepted, so a restart resends only what is missing.
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
 from aiogram import Bot
+from aiogram.exceptions import (
+    ClientDecodeError,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
 from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, InputMediaPhoto, Message
 from aiogram.utils.chat_action import ChatActionSender
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.rendering import Renderer
 from reports.bundle import ReportBundle
+from reports.errors import N_
+from reports.i18n import translator
 from reports.metrics import build_report
 from reports.model import PeriodPair, ReportFilter
 
@@ -27,6 +36,16 @@ PARTS = ("text", "charts", "csv")
 MESSAGE_LIMIT = 4096
 
 PartSent = Callable[[str], Awaitable[None]]
+PartFailed = Callable[[str, Exception], Awaitable[None]]
+# What is left after the retry middleware gave up: Telegram or the network kept failing.
+UNDELIVERABLE = (
+    TelegramServerError,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    ClientDecodeError,
+)
+PART_NAMES = {"text": N_("the summary"), "charts": N_("the charts"), "csv": N_("the CSV file")}
+PART_FAILED = N_("Sorry, {part} could not be delivered: Telegram did not accept it. Please retry.")
 
 
 @dataclass(slots=True)
@@ -64,19 +83,30 @@ async def deliver_bundle(
     keyboard: InlineKeyboardMarkup | None = None,
     done: Collection[str] = (),
     on_sent: PartSent | None = None,
+    on_failure: PartFailed | None = None,
     uploads: Uploads | None = None,
 ) -> None:
-    """Send the parts not in `done`, in order, calling `on_sent(part)` as each is accepted."""
-    if "text" not in done:
-        await bot.send_message(chat_id, bundle.text, reply_markup=keyboard)
-        await _mark(on_sent, "text")
-    charts = bundle.charts
-    if charts and "charts" not in done:
-        await _send_charts(bot, chat_id, charts, uploads)
-        await _mark(on_sent, "charts")
-    if "csv" not in done:
-        await _send_csv(bot, chat_id, bundle, uploads)
-        await _mark(on_sent, "csv")
+    """Send the parts not in `done`, in order, calling `on_sent(part)` as each is accepted.
+
+    Without `on_failure` a part that cannot be delivered raises (a digest retries later from
+    the ledger); with it, the failure is reported and the next part is still tried.
+    """
+    steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+        ("text", lambda: bot.send_message(chat_id, bundle.text, reply_markup=keyboard)),
+        ("charts", lambda: _send_charts(bot, chat_id, bundle.charts, uploads)),
+        ("csv", lambda: _send_csv(bot, chat_id, bundle, uploads)),
+    ]
+    for part, send in steps:
+        if part in done or (part == "charts" and not bundle.charts):
+            continue
+        try:
+            await send()
+        except UNDELIVERABLE as exc:
+            if on_failure is None:
+                raise
+            await on_failure(part, exc)
+            continue
+        await _mark(on_sent, part)
 
 
 async def _send_csv(bot: Bot, chat_id: int, bundle: ReportBundle, uploads: Uploads | None) -> None:
@@ -144,7 +174,16 @@ async def send_report(
             lang=lang,
             delimiter=delimiter,
         )
-    await deliver_bundle(bot, chat_id, bundle, keyboard=keyboard)
+
+    async def tell_user(part: str, exc: Exception) -> None:
+        logger.error("report part %s to chat %s failed: %s", part, chat_id, type(exc).__name__)
+        gettext = translator(lang).gettext
+        with contextlib.suppress(*UNDELIVERABLE):
+            await bot.send_message(
+                chat_id, gettext(PART_FAILED).format(part=gettext(PART_NAMES[part]))
+            )
+
+    await deliver_bundle(bot, chat_id, bundle, keyboard=keyboard, on_failure=tell_user)
     logger.info(
         "report %s sent to chat %s in %.3f s",
         periods.current.label,

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.chats import Subscription, active_subscriptions, deactivate_chat, move_chat
 from bot.config import Settings
-from bot.db import dialect_insert
+from bot.db import dialect_insert, write_transaction
 from bot.delivery import PARTS, Uploads, deliver_bundle, produce_bundle
 from bot.digest_rules import MAX_LATENESS, past_slots
 from bot.keyboards import report_keyboard
@@ -166,7 +166,7 @@ class DigestRunner:
 
     async def _record_skipped(self, due: DueDigest, now: datetime) -> int:
         """Mark a slot found too late; an unfinished claim of it is closed as skipped too."""
-        async with self.engine.begin() as connection:
+        async with write_transaction(self.engine) as connection:
             insert = dialect_insert(connection.dialect.name)(digest_deliveries).values(
                 subscription_id=due.subscription.id,
                 period_key=due.period_key,
@@ -198,7 +198,7 @@ class DigestRunner:
     async def _claim(self, due: DueDigest, now: datetime) -> set[str] | None:
         """Parts already delivered when this runner now owns the slot; None when it does not."""
         expires = now + CLAIM_TTL
-        async with self.engine.begin() as connection:
+        async with write_transaction(self.engine) as connection:
             insert = dialect_insert(connection.dialect.name)(digest_deliveries).values(
                 subscription_id=due.subscription.id,
                 period_key=due.period_key,
@@ -302,7 +302,7 @@ class DigestRunner:
                 logger.info(
                     "chat %s became %s: moving its digests", chat_id, moved.migrate_to_chat_id
                 )
-                async with self.engine.begin() as connection:
+                async with write_transaction(self.engine) as connection:
                     await move_chat(connection, chat_id, moved.migrate_to_chat_id)
                 chat_id = moved.migrate_to_chat_id
             except TelegramForbiddenError as forbidden:
@@ -311,14 +311,14 @@ class DigestRunner:
                     chat_id,
                     forbidden.message,
                 )
-                async with self.engine.begin() as connection:
+                async with write_transaction(self.engine) as connection:
                     await deactivate_chat(connection, chat_id, reason=forbidden.message)
                 await self._update(due, status="failed", detail=forbidden.message[:200])
                 return False
         return False
 
     async def _update(self, due: DueDigest, **values: object) -> None:
-        async with self.engine.begin() as connection:
+        async with write_transaction(self.engine) as connection:
             await connection.execute(
                 update(digest_deliveries)
                 .where(

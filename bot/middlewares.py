@@ -179,3 +179,34 @@ async def _notify(event: TelegramObject, text: str) -> None:
         await event.answer(text)
     elif isinstance(event, CallbackQuery):
         await event.answer(text, show_alert=True)
+
+
+class InFlightMiddleware(BaseMiddleware):
+    """Counts updates being handled, so a shutdown can let them finish their sends.
+
+    aiogram cancels polling on SIGTERM but does not wait for handler tasks already running.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        self.count += 1
+        self._idle.clear()
+        try:
+            return await handler(event, data)
+        finally:
+            self.count -= 1
+            if self.count == 0:
+                self._idle.set()
+
+    async def wait_idle(self, grace: float) -> bool:
+        """True when every update finished within `grace` seconds."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace)
+        except TimeoutError:
+            logger.warning("%s updates still running at shutdown", self.count)
+            return False
+        return True

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot.chats import deactivate_chat, set_enabled
 from bot.config import Settings
+from bot.db import write_transaction
 from bot.middlewares import GROUP_TYPES
 from bot.people import grant_lead, list_people, revoke_lead
 from bot.scheduler import DigestClock
@@ -119,7 +120,7 @@ def build_router() -> Router:
         digest_clock: DigestClock | None = None,
     ) -> None:
         logger.info("bot removed from chat %s: its digests stop", event.chat.id)
-        async with engine.begin() as connection:
+        async with write_transaction(engine) as connection:
             await deactivate_chat(
                 connection, event.chat.id, reason=f"bot {event.new_chat_member.status}"
             )

@@ -8,10 +8,14 @@ from aiogram import Bot, Router
 from aiogram.filters import ExceptionTypeFilter
 from aiogram.types import ErrorEvent
 from aiogram.utils.i18n import gettext as _
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from reports.errors import ReportError
 
 logger = logging.getLogger(__name__)
+
+TEMPORARY_DATABASE_ERRORS = (OperationalError, InterfaceError, PoolTimeoutError, ConnectionError)
 
 
 async def reply_to_update(event: ErrorEvent, bot: Bot, text: str) -> None:
@@ -32,6 +36,19 @@ def build_router() -> Router:
     async def report_error(event: ErrorEvent, bot: Bot) -> None:
         assert isinstance(event.exception, ReportError)
         await reply_to_update(event, bot, html.escape(event.exception.localized(_), quote=False))
+
+    @router.error(ExceptionTypeFilter(*TEMPORARY_DATABASE_ERRORS))
+    async def database_unavailable(event: ErrorEvent, bot: Bot) -> None:
+        # A lock held longer than the busy timeout, or a lost PostgreSQL connection: the
+        # transaction was rolled back, and the pool reconnects on the next command.
+        logger.warning(
+            "database unavailable for update %s: %s",
+            event.update.update_id,
+            type(event.exception).__name__,
+        )
+        await reply_to_update(
+            event, bot, _("Temporary problem with the database: please retry in a minute.")
+        )
 
     @router.error()
     async def unexpected_error(event: ErrorEvent, bot: Bot) -> None:

@@ -41,13 +41,28 @@ def csv_file_name(report: Report) -> str:
     return f"clients_{period.start.date().isoformat()}_{last_day.isoformat()}.csv"
 
 
+def render_charts(report: Report, lang: str) -> tuple[bytes | None, bytes | None]:
+    """Both pies; a module-level function so a process pool can run it."""
+    return render_channels_png(report, lang=lang), render_apps_png(report, lang=lang)
+
+
 def render_bundle(
-    report: Report, *, lang: str, delimiter: str, html: bool = True, title: str | None = None
+    report: Report,
+    *,
+    lang: str,
+    delimiter: str,
+    html: bool = True,
+    title: str | None = None,
+    charts: tuple[bytes | None, bytes | None] | None = None,
+    note: str | None = None,
 ) -> ReportBundle:
+    """The whole bundle; pass `charts` already rendered elsewhere, and a `note` to append."""
+    channels_png, apps_png = charts if charts is not None else render_charts(report, lang)
+    text = render_text(report, lang=lang, html=html, title=title)
     return ReportBundle(
-        text=render_text(report, lang=lang, html=html, title=title),
-        channels_png=render_channels_png(report, lang=lang),
-        apps_png=render_apps_png(report, lang=lang),
+        text=f"{text}\n\n{note}" if note else text,
+        channels_png=channels_png,
+        apps_png=apps_png,
         csv=render_csv(report, delimiter=delimiter),
         csv_name=csv_file_name(report),
     )

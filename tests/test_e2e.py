@@ -432,6 +432,9 @@ async def test_a_stranger_is_refused_with_their_id_and_sees_no_data(
     async with running(hand_counted) as live:
         update = live.command("/clients yesterday", user_id=STRANGER)
         await live.settle(update)
+        # Asking again at once is not answered a second time.
+        again = live.command("/clients week", user_id=STRANGER)
+        await live.settle(again)
 
         # Nothing but the refusal: no "sending photo" action, no report part, no answer else.
         assert [c.method for c in live.tg.calls() if c.method not in STARTUP_AND_POLLING] == [
@@ -440,8 +443,8 @@ async def test_a_stranger_is_refused_with_their_id_and_sees_no_data(
         (refusal,) = live.tg.calls("sendMessage")
         assert refusal.params["chat_id"] == str(STRANGER)
         assert refusal.params["text"] == (
-            "Sorry, this bot shows client data to its admins only. "
-            "Your Telegram id is <code>777</code>: an admin can add it to ADMIN_IDS."
+            "Sorry, this bot shows client data only to people an admin allowed. "
+            "Your Telegram id is <code>777</code>: send it to an admin."
         )
         assert live.tg.errors() == []
 
