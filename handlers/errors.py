@@ -22,11 +22,10 @@ async def reply_to_update(event: ErrorEvent, bot: Bot, text: str) -> None:
     update = event.update
     if update.message is not None:
         await bot.send_message(update.message.chat.id, text)
-    elif update.callback_query is not None:
-        query = update.callback_query
-        await query.answer()
-        if query.message is not None:
-            await bot.send_message(query.message.chat.id, text)
+    elif update.callback_query is not None and update.callback_query.message is not None:
+        # Not answered here: every button handler answers the press before it can fail, and
+        # Telegram refuses a second answer.
+        await bot.send_message(update.callback_query.message.chat.id, text)
 
 
 def build_router() -> Router:

@@ -649,11 +649,6 @@ async def test_one_full_report_to_a_chat_keeps_telegram_s_per_chat_pace(
         assert all(later - earlier >= 1.0 for earlier, later in pairwise(times))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="handlers/errors.py answers an already answered callback query again; Telegram "
-    "refuses (400 query ID is invalid) and the apology is never sent",
-)
 async def test_an_unexpected_error_after_a_button_press_still_gets_the_apology(
     hand_counted: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
