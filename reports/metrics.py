@@ -65,30 +65,69 @@ async def period_metrics(
     app_ids: Sequence[int] | None,
     catalog: AppCatalog,
 ) -> Metrics:
-    """Every period metric of DESIGN.md §4 for one period, in three aggregate queries."""
+    """Every period metric of DESIGN.md §4 for one period.
+
+    Appeals and clients who wrote come from one pass over the period's index range; new clients
+    and first appeals come from the (much smaller) clients whose first appeal lies in the period,
+    so no appeal row is joined to its client.
+    """
     where = _in_period(period, app_ids)
     start, end = period.start.astimezone(UTC), period.end.astimezone(UTC)
     first_in_period = and_(clients.c.first_appeal_at >= start, clients.c.first_appeal_at < end)
-    totals = (
+    appeal_count, contacted = (
         await connection.execute(
-            select(
-                func.count().label("appeals"),
-                func.count(distinct(appeals.c.client_id)).label("contacted"),
-                func.count(distinct(case((first_in_period, appeals.c.client_id)))).label("new"),
-                func.coalesce(
-                    func.sum(case((appeals.c.id == clients.c.first_appeal_id, 0), else_=1)), 0
-                ).label("repeat"),
-            )
-            .select_from(appeals.join(clients, clients.c.id == appeals.c.client_id))
-            .where(where)
+            select(func.count(), func.count(distinct(appeals.c.client_id))).where(where)
         )
     ).one()
+    if app_ids is None:
+        # Every client whose first appeal is in P wrote in P, through its first appeal.
+        new = firsts = int(
+            (
+                await connection.execute(
+                    select(func.count()).select_from(clients).where(first_in_period)
+                )
+            ).scalar_one()
+        )
+    else:
+        first_appeal = appeals.alias("first_appeal")
+        firsts = int(
+            (
+                await connection.execute(
+                    select(func.count())
+                    .select_from(
+                        clients.join(first_appeal, first_appeal.c.id == clients.c.first_appeal_id)
+                    )
+                    .where(first_in_period, first_appeal.c.app_id.in_(app_ids))
+                )
+            ).scalar_one()
+        )
+        # New by the first appeal on any channel, but only if the client wrote through F in P.
+        wrote_through_filter = (
+            select(appeals.c.id).where(appeals.c.client_id == clients.c.id, where).exists()
+        )
+        new = int(
+            (
+                await connection.execute(
+                    select(func.count())
+                    .select_from(clients)
+                    .where(first_in_period, wrote_through_filter)
+                )
+            ).scalar_one()
+        )
 
-    by_channel = await connection.execute(
-        select(apps.c.channel, func.count(distinct(appeals.c.client_id)))
-        .select_from(appeals.join(apps, apps.c.id == appeals.c.app_id))
-        .where(where)
-        .group_by(apps.c.channel)
+    # The app -> channel map is inlined as a CASE: joining apps made SQLite scan the period
+    # once per app.
+    channel_of = case(
+        {app_id: key.channel for app_id, key in catalog.by_id.items()}, value=appeals.c.app_id
+    ).label("channel")
+    by_channel = (
+        await connection.execute(
+            select(channel_of, func.count(distinct(appeals.c.client_id)))
+            .where(where)
+            .group_by(channel_of)
+        )
+        if catalog.by_id
+        else None
     )
     by_app = await connection.execute(
         select(appeals.c.app_id, func.count(distinct(appeals.c.client_id)))
@@ -96,11 +135,11 @@ async def period_metrics(
         .group_by(appeals.c.app_id)
     )
     return Metrics(
-        contacted_clients=totals.contacted,
-        new_clients=totals.new,
-        appeals=totals.appeals,
-        repeat_appeals=int(totals.repeat),
-        channel_clients=dict(by_channel.all()),
+        contacted_clients=contacted,
+        new_clients=new,
+        appeals=appeal_count,
+        repeat_appeals=appeal_count - firsts,
+        channel_clients=dict(by_channel.all()) if by_channel is not None else {},
         app_clients={catalog.by_id[app_id]: count for app_id, count in by_app},
     )
 
