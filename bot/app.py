@@ -25,7 +25,7 @@ from bot import outbound
 from bot.config import Settings
 from bot.db import session_factory
 from bot.digests import DigestRunner
-from bot.i18n import PeopleI18nMiddleware, build_i18n
+from bot.i18n import SUPPORTED_LANGUAGES, PeopleI18nMiddleware, build_i18n
 from bot.middlewares import (
     AccessMiddleware,
     DbSessionMiddleware,
@@ -36,6 +36,8 @@ from bot.outbound import OutboundLimiter
 from bot.rendering import Renderer
 from bot.scheduler import DigestClock
 from handlers import build_routers
+from reports.errors import N_
+from reports.i18n import translator
 
 logger = logging.getLogger(__name__)
 
@@ -43,20 +45,16 @@ Clock = Callable[[], datetime]
 # How long a stopping bot waits for reports already being sent.
 SHUTDOWN_GRACE = 30.0
 
-COMMANDS = {
-    "en": [
-        ("clients", "Client report: /clients week, /clients month channel=whatsapp"),
-        ("channels", "Channels and apps with all-time client counts"),
-        ("help", "Commands, periods and metric definitions"),
-        ("lang", "Language: /lang ru or /lang en"),
-    ],
-    "ru": [
-        ("clients", "Отчёт по клиентам: /clients неделя, /clients месяц channel=whatsapp"),
-        ("channels", "Каналы и приложения с числом клиентов за всё время"),
-        ("help", "Команды, периоды и определения метрик"),
-        ("lang", "Язык: /lang ru или /lang en"),
-    ],
-}
+# The command menu, set with setMyCommands in every language of the catalogs.
+COMMANDS = [
+    ("clients", N_("Client report: /clients week, /clients month channel=whatsapp")),
+    ("channels", N_("Channels and apps with all-time client counts")),
+    ("digest", N_("Scheduled digests: /digest daily 09:00")),
+    ("timezone", N_("Timezone of this chat: /timezone Europe/Moscow")),
+    ("users", N_("People and roles; /grant and /revoke change them")),
+    ("help", N_("Commands, periods and metric definitions")),
+    ("lang", N_("Language: /lang ru or /lang en")),
+]
 
 
 def build_bot(settings: Settings) -> Bot:
@@ -137,7 +135,8 @@ def build_application(
     )
 
     async def on_startup(bot: Bot) -> None:
-        await set_commands(bot)
+        await set_commands(bot, settings.language)
+        await renderer.warm_up()
         await digest_clock.start()
 
     dispatcher.startup.register(on_startup)
@@ -145,15 +144,16 @@ def build_application(
     return Application(bot=bot, dispatcher=dispatcher, digests=runner, digest_clock=digest_clock)
 
 
-async def set_commands(bot: Bot) -> None:
-    for language, commands in COMMANDS.items():
-        await bot.set_my_commands(
-            [BotCommand(command=name, description=text) for name, text in commands],
-            language_code=language,
-        )
-    await bot.set_my_commands(
-        [BotCommand(command=name, description=text) for name, text in COMMANDS["en"]]
-    )
+def command_menu(language: str) -> list[BotCommand]:
+    gettext = translator(language).gettext
+    return [BotCommand(command=name, description=gettext(text)) for name, text in COMMANDS]
+
+
+async def set_commands(bot: Bot, default_language: str) -> None:
+    for language in SUPPORTED_LANGUAGES:
+        await bot.set_my_commands(command_menu(language), language_code=language)
+    # Users whose Telegram language is neither get the LANGUAGE setting's menu.
+    await bot.set_my_commands(command_menu(default_language))
 
 
 async def wait_for_telegram(

@@ -27,7 +27,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import bot.delivery
-from bot.app import COMMANDS, Application, build_application
+from bot.app import Application, build_application, command_menu
 from bot.config import Settings
 from bot.demo import load_demo
 from reports.csv_export import HEADER
@@ -484,24 +484,25 @@ async def test_startup_sets_the_commands_in_every_language_and_calls_get_me_firs
         # A long poll is now waiting (calls are listed once answered): all that came before it.
         assert [c.method for c in live.tg.calls()] == ["setMyCommands"] * 3 + ["getMe"]
         assert [c.params.get("language_code", "") for c in live.tg.calls("setMyCommands")] == [
-            "en",
             "ru",
+            "en",
             "",
         ]
         assert live.tg.errors() == []
 
         def listed(language: str) -> list[dict[str, str]]:
-            return [{"command": name, "description": text} for name, text in COMMANDS[language]]
+            return [
+                {"command": command.command, "description": command.description}
+                for command in command_menu(language)
+            ]
 
         assert live.tg.commands(language_code="ru") == listed("ru")
         assert live.tg.commands(language_code="en") == listed("en")
-        assert live.tg.commands() == listed("en")
-        assert [c["command"] for c in live.tg.commands()] == [
-            "clients",
-            "channels",
-            "help",
-            "lang",
-        ]
+        assert live.tg.commands() == listed("en")  # the LANGUAGE setting of app_settings
+        names = ["clients", "channels", "digest", "timezone", "users", "help", "lang"]
+        assert [c["command"] for c in live.tg.commands()] == names
+        # The Russian menu really is translated.
+        assert live.tg.commands(language_code="ru")[0]["description"].startswith("Отчёт")
         assert live.sends() == []
 
 
