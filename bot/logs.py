@@ -40,3 +40,5 @@ def setup_logging(level: int, secrets: list[str]) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Alembic narrates every start ("Context impl SQLiteImpl"); only its problems matter.
+    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))

@@ -1,0 +1,123 @@
+"""`python -m bot` as an operator runs it: real subprocesses, one-line errors, files written."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_bot(*args: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("BOT_", "DATABASE_", "TELEGRAM_", "ADMIN_", "CSV_"))
+    }
+    environment.update(
+        DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
+        LANGUAGE="en",
+        TIMEZONE="Europe/Moscow",
+        BOT_TOKEN="",
+    )
+    environment.update(env)
+    # cwd is the temp dir so no developer .env is read.
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        cwd=tmp_path,
+        env={**environment, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def write_appeals(path: Path, rows: list[str]) -> Path:
+    path.write_text("appeal_id,client_id,channel,app,created_at\n" + "\n".join(rows), "utf-8")
+    return path
+
+
+def test_import_then_report_prints_the_summary_and_writes_three_files(tmp_path: Path) -> None:
+    source = write_appeals(
+        tmp_path / "appeals.csv",
+        [
+            "a1,c1,whatsapp,Sales,2026-11-10T10:00:00+03:00",
+            'a2,c2,telegram,"Sales & Partners <VIP>",2026-11-10T11:00:00+03:00',
+            "a3,c1,telegram,Bot,2026-11-10T12:00:00+03:00",
+        ],
+    )
+    imported = run_bot("import", str(source), tmp_path=tmp_path)
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.strip() == "imported appeals.csv: 3 rows, 3 new, 0 duplicates"
+    again = run_bot("import", str(source), tmp_path=tmp_path)
+    assert again.stdout.strip() == "imported appeals.csv: 3 rows, 0 new, 3 duplicates"
+
+    out = tmp_path / "out"
+    report = run_bot("report", "2026-11-10", "--out", str(out), tmp_path=tmp_path)
+    assert report.returncode == 0, report.stderr
+    # Plain text for a terminal: names as they are, no tags.
+    assert "Wrote: 2" in report.stdout
+    assert "<b>" not in report.stdout and "&amp;" not in report.stdout
+    assert ",Sales & Partners <VIP>," in (out / "clients.csv").read_text("utf-8-sig")
+    assert sorted(p.name for p in out.iterdir()) == ["apps.png", "channels.png", "clients.csv"]
+    assert (out / "clients.csv").read_bytes().startswith(b"\xef\xbb\xbfperiod_start,")
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (["report", "2026-02-30"], {}, 'error: Invalid date "2026-02-30". Try: '),
+        (["report", "week", "--channel", "fax"], {}, "error: Unknown channel “fax”."),
+        (["report", "week", "--tz", "Mars/Base"], {}, "error: unknown timezone 'Mars/Base'"),
+        (["import", "missing.csv"], {}, "error: no such file: missing.csv"),
+        (["report", "week"], {"TIMEZONE": "Mars/Base"}, "error: bad setting: TIMEZONE:"),
+        (["report", "week"], {"ADMIN_IDS": "12,abc"}, "error: bad setting: ADMIN_IDS:"),
+    ],
+)
+def test_errors_are_one_line_and_a_non_zero_exit(
+    args: list[str], env: dict[str, str], expected: str, tmp_path: Path
+) -> None:
+    result = run_bot(*args, tmp_path=tmp_path, **env)
+    assert result.returncode == 1
+    assert result.stderr.startswith(expected), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_a_file_with_a_bad_row_is_refused_with_its_line(tmp_path: Path) -> None:
+    source = write_appeals(
+        tmp_path / "bad.csv",
+        ["a1,c1,vk,Main,2026-11-10T10:00:00+03:00", "a2,c2,vk,Main,2026-11-10T10:00:00"],
+    )
+    result = run_bot("import", str(source), tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert "line 3: created_at '2026-11-10T10:00:00' has no UTC offset" in result.stderr
+    assert "Traceback" not in result.stderr
+    report = run_bot("report", "2026-11-10", tmp_path=tmp_path)
+    # Nothing of the file was applied, not even its good first row.
+    assert "All clients: 0\nNo appeals in this period." in report.stdout
+
+
+def test_running_without_a_token_explains_how_to_get_one(tmp_path: Path) -> None:
+    result = run_bot(tmp_path=tmp_path)
+    assert result.returncode == 2
+    assert "BOT_TOKEN is not set" in result.stderr
+    assert "@BotFather" in result.stderr
+    assert "python -m bot demo" in result.stderr and "python -m bot report week" in result.stderr
+    assert "Traceback" not in result.stderr
+    # It migrated the embedded database on the way.
+    assert (tmp_path / "cli.db").exists()
+
+
+def test_demo_loads_once_and_refuses_a_second_time_without_force(tmp_path: Path) -> None:
+    first = run_bot("demo", tmp_path=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("demo data loaded: 5000 clients, ")
+    second = run_bot("demo", tmp_path=tmp_path)
+    assert second.returncode == 1
+    assert "--force" in second.stderr
+    forced = run_bot("demo", "--force", tmp_path=tmp_path)
+    assert forced.returncode == 0
