@@ -6,9 +6,10 @@ default of one second silently drops a digest whose loop was busy), and at start
 run settles slots missed while the bot was down.
 """
 
+import asyncio
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
@@ -19,6 +20,9 @@ from bot.digest_rules import next_slot
 from bot.digests import CLAIM_TTL, DigestRunner
 
 logger = logging.getLogger(__name__)
+
+# How long a stopping bot lets a digest being sent finish.
+SHUTDOWN_GRACE = 30.0
 
 
 class DigestClock:
@@ -32,6 +36,9 @@ class DigestClock:
         self.runner, self.engine = runner, engine
         self.default_timezone, self.clock = default_timezone, clock
         self.scheduler = AsyncIOScheduler(timezone="UTC")
+        # The slot each job stands for, in the application's clock.
+        self._slots: dict[int, datetime] = {}
+        self._running: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self.scheduler.start()
@@ -50,6 +57,7 @@ class DigestClock:
         async with self.engine.connect() as connection:
             subscriptions = await active_subscriptions(connection)
         self.scheduler.remove_all_jobs()
+        self._slots.clear()
         for subscription in subscriptions:
             self._schedule(
                 subscription.id,
@@ -58,15 +66,17 @@ class DigestClock:
         logger.info("digest clock: %s jobs", len(subscriptions))
 
     def next_runs(self) -> dict[int, datetime]:
-        return {
-            int(job.id.removeprefix("digest:")): job.next_run_time
-            for job in self.scheduler.get_jobs()
-        }
+        """The slot each scheduled job will deliver."""
+        return dict(self._slots)
 
     def _schedule(self, subscription_id: int, when: datetime) -> None:
+        # APScheduler waits on the system clock; the application's clock may be another one
+        # (tests freeze it), so the job is set that far ahead of the system's now.
+        delay = max(0.0, (when - self.clock()).total_seconds())
+        self._slots[subscription_id] = when
         self.scheduler.add_job(
             self._fire,
-            DateTrigger(run_date=when),
+            DateTrigger(run_date=datetime.now(UTC) + timedelta(seconds=delay)),
             args=[subscription_id],
             id=f"digest:{subscription_id}",
             replace_existing=True,
@@ -75,6 +85,11 @@ class DigestClock:
         )
 
     async def _fire(self, subscription_id: int) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        self._slots.pop(subscription_id, None)
         unsettled = True
         try:
             summary = await self.runner.run(only={subscription_id})
@@ -91,6 +106,9 @@ class DigestClock:
                     when = min(when, now + CLAIM_TTL + timedelta(seconds=5))
                 self._schedule(subscription.id, when)
 
-    def shutdown(self) -> None:
+    async def shutdown(self) -> None:
+        """Stop the clock; a digest being sent is allowed to finish."""
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        if self._running:
+            await asyncio.wait(self._running, timeout=SHUTDOWN_GRACE)

@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import bot.delivery
 from bot.app import build_dispatcher
 from bot.config import Settings
+from bot.db import session_factory
+from bot.people import grant_lead
 from tests.datasets import OLD_ROWS, ROWS_IN_AND_AROUND_P, VIP, load
 from tests.recording_session import RecordingSession
 
@@ -234,3 +236,70 @@ async def test_unexpected_error_gets_an_incident_id_and_the_bot_goes_on(
     monkeypatch.undo()
     await harness.send("/help")
     assert len(harness.texts()) == 2
+
+
+async def test_digest_is_added_listed_and_removed(harness: Harness) -> None:
+    await harness.send("/digest daily 09:00")
+    await harness.send('/digest weekly mon 08:30 app="Sales & Partners <VIP>"')
+    await harness.send("/digest")
+    await harness.send("/digest off 1")
+    await harness.send("/digest")
+    added, added_weekly, listing, removed, after = harness.texts()
+    # Now is 2026-11-11 12:00 in Moscow: the next 09:00 is tomorrow.
+    assert added == "Digest added: daily 09:00. Next: 12 Nov, 09:00 (Europe/Moscow)."
+    assert added_weekly == (
+        'Digest added: weekly mon 08:30 app="Sales &amp; Partners &lt;VIP&gt;". '
+        "Next: 16 Nov, 08:30 (Europe/Moscow)."
+    )
+    assert listing == "\n".join(
+        [
+            "<b>Digests of this chat</b> (Europe/Moscow)",
+            "1. daily 09:00 — next: 12 Nov, 09:00",
+            '2. weekly mon 08:30 app="Sales &amp; Partners &lt;VIP&gt;" — next: 16 Nov, 08:30',
+            "Remove one with /digest off N, or all with /digest off all.",
+        ]
+    )
+    assert removed == "Digests removed: 1."
+    assert after.splitlines()[1].startswith("1. weekly mon 08:30")
+
+
+async def test_bad_digests_are_explained_and_nothing_is_stored(harness: Harness) -> None:
+    await harness.send("/digest hourly 09:00")
+    await harness.send("/digest daily 25:00")
+    await harness.send("/digest daily 09:00 channel=fax")
+    await harness.send("/digest off 7")
+    await harness.send("/digest")
+    texts = harness.texts()
+    assert texts[0].startswith("Unknown digest “hourly 09:00”. Try: /digest daily 09:00")
+    assert texts[1] == "Time “25:00” must look like 09:00."
+    assert texts[2].startswith("Unknown channel “fax”. Known channels:")
+    assert texts[3] == "Usage: /digest off N (a number from /digest) or /digest off all."
+    assert texts[4].startswith("No digests in this chat.")
+
+
+async def test_timezone_changes_the_local_time_of_digests_and_reports(harness: Harness) -> None:
+    await harness.send("/timezone Asia/Yekaterinburg")
+    await harness.send("/timezone Mars/Base")
+    await harness.send("/digest daily 09:00")
+    await harness.send("/clients yesterday")
+    zone_set, bad_zone, added, report = harness.texts()
+    assert zone_set == "Timezone: Asia/Yekaterinburg. Local time: 11 Nov, 14:00."
+    assert bad_zone == "Unknown timezone “Mars/Base”. Try Europe/Moscow or Asia/Yekaterinburg."
+    assert added == "Digest added: daily 09:00. Next: 12 Nov, 09:00 (Asia/Yekaterinburg)."
+    # Yekaterinburg is two hours ahead of Moscow: "yesterday" there starts at 22:00 Moscow
+    # time, so the first hours of the hand-counted day fall outside it.
+    assert "10 Nov 2026 (Asia/Yekaterinburg)" in report
+
+
+async def test_leads_get_reports_but_cannot_manage_digests(
+    harness: Harness, sqlite_engine: AsyncEngine
+) -> None:
+    lead = 555
+    async with session_factory(sqlite_engine)() as session:
+        await grant_lead(session, lead, granted_by=ADMIN, name="Lead")
+        await session.commit()
+    await harness.send("/digest daily 09:00", user_id=lead)
+    await harness.send("/clients yesterday", user_id=lead)
+    texts = harness.texts()
+    assert texts[0] == "Only admins can do that."
+    assert "Wrote: <b>4</b>" in texts[1]
