@@ -42,7 +42,7 @@ async def run(chats: int) -> None:
             for chat in range(10_000, 10_000 + chats):
                 await save_chat(session, chat, language="ru")
                 await add_subscription(
-                    session, chat, parse_rule("daily 09:00"), now=slot - timedelta(days=1)
+                    session, chat, parse_rule("daily 09:00"), now=slot - timedelta(hours=1)
                 )
             await session.commit()
         async with FakeTelegram(enforce_rate_limits=True) as tg:
@@ -62,6 +62,10 @@ async def run(chats: int) -> None:
             summary = await runner.run()
             elapsed = time.perf_counter() - started
             sends = [c for c in tg.calls() if c.ok and c.method.startswith("send")]
+            # Telegram counts each photo of an album as a message.
+            messages = sum(
+                len(c.json("media")) if c.method == "sendMediaGroup" else 1 for c in sends
+            )
             rejected = [c for c in tg.calls() if c.status == 429]
             print(
                 f"chats: {chats}, digests sent: {summary.sent}, failed: {summary.failed}, "
