@@ -73,6 +73,7 @@ async def run(chats: int) -> None:
             )
             print(f"time to deliver all: {elapsed:.1f} s")
             print(
+                f"messages: {messages} ({messages / elapsed:.1f}/s); "
                 f"send requests: {len(sends)} ({len(sends) / elapsed:.1f}/s), "
                 f"429 answers: {len(rejected)}, rate violations: {len(tg.rate_violations())}"
             )
