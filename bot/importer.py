@@ -214,6 +214,17 @@ def _decoded_lines(file: BinaryIO) -> Iterator[str]:
         yield line
 
 
+def _csv_problem(exc: csv.Error) -> str:
+    """The csv module's complaint in words an operator can act on."""
+    if "new-line character seen in unquoted field" in str(exc):
+        # A lone CR (classic Mac OS line end) cannot be told from a break inside a value.
+        return (
+            "a lone carriage return (CR) outside quotes: save the file with Windows (CRLF) "
+            "or Unix (LF) line ends"
+        )
+    return str(exc)
+
+
 def _csv_records(lines: Iterator[str], problems: list[str]) -> Iterator[tuple[int, list[Any]]]:
     """(line where the record starts, values in FIELDS order) for each data row of a CSV."""
     first = next(lines, None)
@@ -227,7 +238,7 @@ def _csv_records(lines: Iterator[str], problems: list[str]) -> Iterator[tuple[in
     try:
         written = [name.strip() for name in next(reader)]
     except csv.Error as exc:
-        problems.append(f"line 1: {exc}")
+        problems.append(f"line 1: {_csv_problem(exc)}")
         return
     # Spreadsheet users retype headers: matching ignores case and surrounding spaces.
     header = [name.lower() for name in written]
@@ -242,7 +253,7 @@ def _csv_records(lines: Iterator[str], problems: list[str]) -> Iterator[tuple[in
         except StopIteration:
             return
         except csv.Error as exc:
-            problems.append(f"line {start}: {exc}")
+            problems.append(f"line {start}: {_csv_problem(exc)}")
             if reader.line_num < start:
                 return
             start = reader.line_num + 1
