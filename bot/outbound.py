@@ -64,9 +64,13 @@ class Limits:
 
 
 class OutboundLimiter:
-    """Reserves the earliest moment each message may go out, then waits for it.
+    """Paces messages: each chat at its own interval, all chats within the overall and group
+    windows.
 
-    Reservations are made without awaiting in between, so on one event loop they never race.
+    A chat's pace is booked ahead (only that chat waits for it). The overall rate spaces sends
+    evenly after the last one actually let through, and a group's limit counts its sends of the
+    last minute; both are judged at the moment of sending, so a late wake-up after a busy loop
+    cannot bunch messages past a limit.
     """
 
     def __init__(
@@ -78,33 +82,58 @@ class OutboundLimiter:
     ) -> None:
         self.limits = limits or Limits()
         self._clock, self._sleep = clock, sleep
-        self._next_global = 0.0
         self._next_in_chat: dict[int | str, float] = {}
-        self._group_sends: dict[int | str, deque[float]] = {}
+        # When the overall spacing lets the next message go.
+        self._next_overall = 0.0
+        self._group_sent: dict[int | str, deque[float]] = {}
 
     def reserve(self, chat_id: int | str, weight: int = 1) -> float:
-        """Book `weight` messages for the chat; returns the moment they may be sent."""
-        limits = self.limits
-        at = max(self._clock(), self._next_global, self._next_in_chat.get(chat_id, 0.0))
-        if _is_group(chat_id):
-            window = self._group_sends.setdefault(chat_id, deque())
-            while len(window) + weight > limits.group_per_minute:
-                # The oldest send must leave the 60 s window first.
-                at = max(at, window.popleft() + 60.0)
-            window.extend([at] * weight)
-        self._next_global = at + weight / limits.per_second
-        self._next_in_chat[chat_id] = at + weight * limits.chat_interval
+        """Book the chat's next `weight` messages; returns when its own pace lets them go."""
+        at = max(self._clock(), self._next_in_chat.get(chat_id, 0.0))
+        self._next_in_chat[chat_id] = at + weight * self.limits.chat_interval
         return at
+
+    def window_delay(self, chat_id: int | str, weight: int = 1) -> float:
+        """Seconds until `weight` more messages fit the overall spacing and the group window."""
+        now = self._clock()
+        delay = max(0.0, self._next_overall - now)
+        if _is_group(chat_id):
+            group = self._group_sent.setdefault(chat_id, deque())
+            group_wait = _window_wait(group, now, 60.0, self.limits.group_per_minute, weight)
+            delay = max(delay, group_wait)
+        return delay
 
     async def wait(self, chat_id: int | str, weight: int = 1) -> None:
         delay = self.reserve(chat_id, weight) - self._clock()
         if delay > 0:
             await self._sleep(delay)
+        while (delay := self.window_delay(chat_id, weight)) > 0:
+            await self._sleep(delay)
+        now = self._clock()
+        self._next_overall = now + weight / self.limits.per_second
+        if _is_group(chat_id):
+            self._group_sent[chat_id].extend([now] * weight)
+
+    def sent(self, chat_id: int | str) -> None:
+        """The request was answered: the chat's next message keeps its distance from this one."""
+        floor = self._clock() + self.limits.chat_interval
+        self._next_in_chat[chat_id] = max(self._next_in_chat.get(chat_id, 0.0), floor)
 
 
 def _is_group(chat_id: int | str) -> bool:
     # Groups and channels have negative ids (or an @username for public channels).
     return isinstance(chat_id, str) or chat_id < 0
+
+
+def _window_wait(sent: deque[float], now: float, window: float, limit: int, weight: int) -> float:
+    while sent and sent[0] <= now - window:
+        sent.popleft()
+    excess = len(sent) + weight - limit
+    if excess <= 0:
+        return 0.0
+    # The oldest `excess` sends have to leave the window first (all of them, for an album
+    # larger than the limit itself).
+    return sent[min(excess, len(sent)) - 1] + window - now
 
 
 class RateLimitMiddleware(BaseRequestMiddleware):
@@ -119,6 +148,10 @@ class RateLimitMiddleware(BaseRequestMiddleware):
             if chat_id is not None:
                 weight = len(method.media) if isinstance(method, SendMediaGroup) else 1
                 await self.limiter.wait(chat_id, weight)
+                try:
+                    return await make_request(bot, method)
+                finally:
+                    self.limiter.sent(chat_id)
         return await make_request(bot, method)
 
 

@@ -22,3 +22,12 @@ def charts_or_hang(report: Report, lang: str) -> tuple[bytes | None, bytes | Non
     if flag and Path(flag).exists():
         time.sleep(HANG_SECONDS)
     return render_charts(report, lang)
+
+
+SLOW_SECONDS = 1.0
+
+
+def slow_charts(report: Report, lang: str) -> tuple[bytes | None, bytes | None]:
+    """The real chart function, a healthy but slow second later (a big report, a busy host)."""
+    time.sleep(SLOW_SECONDS)
+    return render_charts(report, lang)

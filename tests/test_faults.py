@@ -41,9 +41,12 @@ from bot.demo import load_demo
 from bot.models import chats, people, subscriptions
 from bot.outbound import Limits, OutboundLimiter, RateLimitMiddleware, RetryMiddleware
 from bot.rendering import Renderer
+from reports.metrics import build_report
+from reports.model import ReportFilter
+from reports.periods import parse_period
 from tests.datasets import OLD_ROWS, ROWS_IN_AND_AROUND_P, load
 from tests.fake_telegram import BOT_USERNAME, Call, FakeTelegram
-from tests.fault_support import HANG_FLAG_ENV, charts_or_hang
+from tests.fault_support import HANG_FLAG_ENV, SLOW_SECONDS, charts_or_hang, slow_charts
 
 TOKEN = "123456:TEST-token"
 ADMIN = 42
@@ -471,6 +474,31 @@ async def test_a_hung_chart_renderer_gives_text_and_csv_with_a_note_then_a_fresh
             assert len(again[1].result) == 2
             await live.assert_serves_help()
         assert live.tg.calls("sendMediaGroup") == [again[1]]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "Product bug: Renderer's timeout runs from submission, so time spent queued behind "
+        "other renders counts; under load healthy renders time out, and the timeout then "
+        "terminates the whole pool, failing the renders already running in it too"
+    ),
+)
+async def test_renders_queued_behind_others_are_not_timed_out(hand_counted: AsyncEngine) -> None:
+    periods = parse_period("yesterday", now=NOW, tz=MSK)
+    async with hand_counted.connect() as connection:
+        report = await build_report(connection, periods, ReportFilter())
+    # One worker; each render takes a little over SLOW_SECONDS, well under the timeout.
+    renderer = Renderer(workers=1, timeout=SLOW_SECONDS + 1.5, chart_function=slow_charts)
+    try:
+        await renderer.warm_up()
+        bundles = await asyncio.gather(
+            *(renderer.render(report, lang="en", delimiter=",") for _ in range(3))
+        )
+    finally:
+        renderer.close()
+    assert [len(bundle.charts) for bundle in bundles] == [2, 2, 2]
+    assert all(CHARTS_UNAVAILABLE not in bundle.text for bundle in bundles)
 
 
 async def heartbeat(stop: asyncio.Event, lags: list[float], period: float = 0.01) -> None:
