@@ -7,12 +7,11 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.config import Settings, SettingsError, load_settings
+from bot.config import Settings, SettingsError, load_settings, zone_named
 from bot.db import create_engine, migrate
 from bot.demo import DemoRefused, load_demo
 from bot.importer import ImportFileError, import_file
@@ -114,10 +113,9 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def print_report(engine: AsyncEngine, settings: Settings, args: argparse.Namespace) -> None:
-    try:
-        zone = ZoneInfo(args.tz) if args.tz else settings.zone
-    except (ZoneInfoNotFoundError, ValueError):
-        raise CliError(f"unknown timezone {args.tz!r} (try Europe/Moscow)") from None
+    zone = zone_named(args.tz) if args.tz else settings.zone
+    if zone is None:
+        raise CliError(f"unknown timezone {args.tz!r} (try Europe/Moscow)")
     periods = parse_period(" ".join(args.period), now=datetime.now(UTC), tz=zone)
     async with engine.connect() as connection:
         report = await build_report(

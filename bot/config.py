@@ -1,12 +1,24 @@
 """Settings from the environment or `.env` (DESIGN.md §6), validated once at start."""
 
+from functools import cache
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, available_timezones
 
 from pydantic import SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///data/bot.db"
+
+
+@cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def zone_named(name: str) -> ZoneInfo | None:
+    """The IANA zone of that exact name, or None (ZoneInfo itself also opens "Europe", the
+    folder, and fails with OS errors on odd input)."""
+    return ZoneInfo(name) if name in _zone_names() else None
 
 
 class SettingsError(Exception):
@@ -39,10 +51,8 @@ class Settings(BaseSettings):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown IANA timezone {value!r} (try Europe/Moscow)") from None
+        if zone_named(value) is None:
+            raise ValueError(f"unknown IANA timezone {value!r} (try Europe/Moscow)")
         return value
 
     @field_validator("csv_delimiter", mode="before")

@@ -193,17 +193,23 @@ async def send_report(
     return bundle
 
 
+def telegram_length(text: str) -> int:
+    """Length as Telegram counts it: UTF-16 code units (an emoji counts two)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
 def split_lines(lines: list[str], limit: int = MESSAGE_LIMIT) -> list[str]:
     """Group whole lines into messages under the limit; each line must be balanced HTML."""
     messages: list[str] = []
     current: list[str] = []
     size = 0
     for line in lines:
-        if size + len(line) + 1 > limit and current:
+        length = telegram_length(line) + 1
+        if size + length > limit and current:
             messages.append("\n".join(current))
             current, size = [], 0
         current.append(line)
-        size += len(line) + 1
+        size += length
     if current:
         messages.append("\n".join(current))
     return messages

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from reports.errors import N_, ReportError, echo
+from reports.errors import N_, ReportError, echo, is_number
 from reports.request import parse_request
 
 Kind = Literal["daily", "weekly", "monthly"]
@@ -91,7 +91,7 @@ def parse_rule(arguments: str) -> DigestRule:
                 N_("Unknown weekday “{text}”: use mon..sun."), text=echo(words[1])
             )
     elif kind == "monthly":
-        if not words[1].isdigit() or not 1 <= int(words[1]) <= 31:
+        if not is_number(words[1]) or not 1 <= int(words[1]) <= 31:
             raise DigestRuleError(N_("Day of month “{text}” must be 1..31."), text=echo(words[1]))
         day_of_month = int(words[1])
     return DigestRule(

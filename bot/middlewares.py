@@ -67,6 +67,19 @@ class AccessMiddleware(BaseMiddleware):
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         user: User | None = data.get("event_from_user")
+        needed = get_flag(data, "access", default="lead")
+        session: AsyncSession = data["session"]
+        chat: Chat | None = data.get("event_chat")
+        if (
+            chat is not None
+            and chat.type in GROUP_TYPES
+            and not get_flag(data, "any_chat")
+            and not await is_enabled(session, chat.id)
+        ):
+            await self._group_not_enabled(event, user, session)
+            return None
+        if needed == "public":
+            return await handler(event, data)
         if isinstance(event, Message) and _on_behalf_of_chat(event, user):
             await event.answer(
                 _(
@@ -76,30 +89,27 @@ class AccessMiddleware(BaseMiddleware):
                 )
             )
             return None
-        needed = get_flag(data, "access", default="lead")
-        if needed == "public":
-            return await handler(event, data)
         if user is None:
             return None
-        session: AsyncSession = data["session"]
         role = await role_of(session, user.id, self.admin_ids)
-        chat: Chat | None = data.get("event_chat")
-        if (
-            chat is not None
-            and chat.type in GROUP_TYPES
-            and not get_flag(data, "any_chat")
-            and not await is_enabled(session, chat.id)
-        ):
-            if role == "admin" and isinstance(event, Message):
-                await event.answer(_("This group is not enabled yet: an admin can send /enable."))
-            elif isinstance(event, CallbackQuery):
-                await event.answer(_("Not allowed."), show_alert=True)
-            return None
         if role is None or (needed == "admin" and role != "admin"):
             await self._refuse(event, user, role)
             return None
         data["role"] = role
         return await handler(event, data)
+
+    async def _group_not_enabled(
+        self, event: TelegramObject, user: User | None, session: AsyncSession
+    ) -> None:
+        """Silence in a group nobody enabled; only an admin is told how to enable it."""
+        if isinstance(event, CallbackQuery):
+            await event.answer(_("Not allowed."), show_alert=True)
+        elif (
+            isinstance(event, Message)
+            and user is not None
+            and await role_of(session, user.id, self.admin_ids) == "admin"
+        ):
+            await event.answer(_("This group is not enabled yet: an admin can send /enable."))
 
     async def _refuse(self, event: TelegramObject, user: User, role: str | None) -> None:
         logger.info("refused user %s (role %s)", user.id, role)

@@ -4,18 +4,20 @@ import html
 import logging
 
 from aiogram import Bot, F, Router
-from aiogram.filters import Command, CommandObject
+from aiogram.filters import JOIN_TRANSITION, ChatMemberUpdatedFilter, Command, CommandObject
 from aiogram.types import ChatMemberUpdated, Message
 from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from bot.chats import deactivate_chat, set_enabled
+from bot.chats import deactivate_chat, move_chat, set_enabled
 from bot.config import Settings
 from bot.db import write_transaction
+from bot.delivery import send_lines
 from bot.middlewares import GROUP_TYPES
 from bot.people import grant_lead, list_people, revoke_lead
 from bot.scheduler import DigestClock
+from reports.errors import is_number
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +29,9 @@ def _target(message: Message, command: CommandObject) -> tuple[int, str | None] 
     """Who a /grant or /revoke is about: a numeric id, or the author of the replied message."""
     argument = (command.args or "").strip()
     if argument:
-        return (int(argument), None) if argument.isdigit() and len(argument) <= 15 else None
+        if is_number(argument) and len(argument) <= 15 and int(argument) > 0:
+            return int(argument), None
+        return None
     replied = message.reply_to_message
     if replied is not None and replied.from_user is not None and not replied.from_user.is_bot:
         return replied.from_user.id, replied.from_user.full_name
@@ -77,14 +81,14 @@ def build_router() -> Router:
             await message.answer(_("{user_id} had no role.").format(user_id=user_id))
 
     @router.message(Command("users"), flags=ADMIN_ONLY)
-    async def users(message: Message, session: AsyncSession, settings: Settings) -> None:
+    async def users(message: Message, bot: Bot, session: AsyncSession, settings: Settings) -> None:
         people = await list_people(session, settings.admin_ids)
         lines = [_("<b>People</b>")]
         for person in people:
             role = _("admin") if person.role == "admin" else _("lead")
             name = f" — {html.escape(person.name, quote=False)}" if person.name else ""
             lines.append(f"<code>{person.user_id}</code>: {role}{name}")
-        await message.answer("\n".join(lines))
+        await send_lines(bot, message.chat.id, lines)
 
     @router.message(Command("enable"), flags=ANY_CHAT_ADMIN)
     async def enable(message: Message, session: AsyncSession, i18n: I18n) -> None:
@@ -98,10 +102,16 @@ def build_router() -> Router:
 
     @router.message(Command("disable"), flags=ANY_CHAT_ADMIN)
     async def disable(message: Message, session: AsyncSession, i18n: I18n) -> None:
+        if message.chat.type not in GROUP_TYPES:
+            await message.answer(
+                _("/disable is for groups; to stop talking to the bot here, block it.")
+            )
+            return
         await set_enabled(session, message.chat.id, False, language=i18n.current_locale)
         await message.answer(_("This group is disabled: the bot will not answer here."))
 
-    @router.my_chat_member(F.new_chat_member.status.in_({"member", "administrator"}))
+    # Joining only: a promotion inside a group the bot already serves is not "being added".
+    @router.my_chat_member(ChatMemberUpdatedFilter(JOIN_TRANSITION))
     async def added(event: ChatMemberUpdated, bot: Bot, settings: Settings) -> None:
         if event.chat.type not in GROUP_TYPES:
             return
@@ -112,6 +122,14 @@ def build_router() -> Router:
                 event.chat.id,
             )
             await bot.leave_chat(event.chat.id)
+
+    @router.message(F.migrate_to_chat_id, flags={"access": "public", "any_chat": True})
+    async def upgraded(message: Message, engine: AsyncEngine) -> None:
+        # A group became a supergroup: its settings and digests continue under the new id.
+        assert message.migrate_to_chat_id is not None
+        async with write_transaction(engine) as connection:
+            await move_chat(connection, message.chat.id, message.migrate_to_chat_id)
+        logger.info("chat %s became %s", message.chat.id, message.migrate_to_chat_id)
 
     @router.my_chat_member(F.new_chat_member.status.in_({"left", "kicked"}))
     async def removed(

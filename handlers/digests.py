@@ -3,7 +3,7 @@
 import html
 from collections.abc import Callable
 from datetime import datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from aiogram import Router
 from aiogram.filters import Command, CommandObject
@@ -19,10 +19,10 @@ from bot.chats import (
     remove_subscriptions,
     save_chat,
 )
-from bot.config import Settings
+from bot.config import Settings, zone_named
 from bot.digest_rules import next_slot, parse_rule
 from bot.scheduler import DigestClock
-from reports.errors import echo
+from reports.errors import echo, is_number
 from reports.i18n import format_date
 from reports.metrics import load_catalog
 from reports.model import ReportFilter
@@ -62,7 +62,7 @@ def build_router() -> Router:
                 removed = await remove_subscriptions(
                     session, [s.id for s in current], reason="removed with /digest off all"
                 )
-            elif len(words) == 2 and words[1].isdigit() and 1 <= int(words[1]) <= len(current):
+            elif len(words) == 2 and is_number(words[1]) and 1 <= int(words[1]) <= len(current):
                 target = current[int(words[1]) - 1]
                 removed = await remove_subscriptions(
                     session, [target.id], reason="removed with /digest off"
@@ -110,9 +110,8 @@ def build_router() -> Router:
     ) -> None:
         name = (command.args or "").strip()
         if name:
-            try:
-                zone = ZoneInfo(name)
-            except (ZoneInfoNotFoundError, ValueError):
+            zone = zone_named(name)  # type: ignore[assignment]
+            if zone is None:
                 await message.answer(
                     _(
                         "Unknown timezone “{name}”. Try Europe/Moscow or Asia/Yekaterinburg."

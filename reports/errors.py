@@ -23,9 +23,16 @@ def N_(message: str) -> str:  # noqa: N802 - the conventional gettext marker nam
 
 
 def echo(value: str) -> str:
-    """User input shortened for quoting back in a message."""
+    """User input made safe to quote back: whitespace folded, invisible and control characters
+    (NUL, zero-width, right-to-left overrides) shown as "?", at most ECHO_MAX characters."""
     flat = " ".join(value.split())
-    return flat if len(flat) <= ECHO_MAX else flat[: ECHO_MAX - 1] + "…"
+    visible = "".join(char if char.isprintable() else "?" for char in flat)
+    return visible if len(visible) <= ECHO_MAX else visible[: ECHO_MAX - 1] + "…"
+
+
+def is_number(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts "²", which int() refuses."""
+    return text.isascii() and text.isdigit()
 
 
 class ReportError(Exception):

@@ -6,7 +6,7 @@ from datetime import date, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from reports.errors import N_, PeriodError
+from reports.errors import N_, PeriodError, echo
 from reports.model import Period, PeriodPair
 
 __all__ = ["EXAMPLES", "MAX_DAYS", "MAX_YEARS", "last_complete_period", "parse_period"]
@@ -17,7 +17,6 @@ EXAMPLES = (
 )
 MAX_DAYS = 1830
 MAX_YEARS = 5
-ECHO_LIMIT = 50
 
 CompleteKind = Literal["daily", "weekly", "monthly"]
 _ToDateUnit = Literal["today", "week", "month", "quarter", "year"]
@@ -242,9 +241,6 @@ def _date(value: str, shown: str) -> date:
 
 
 def _error(template: str, shown: str) -> PeriodError:
-    """A PeriodError echoing at most ECHO_LIMIT characters of the input, then the examples."""
-    echo = "".join(char if char.isprintable() else "?" for char in shown)
-    if len(echo) > ECHO_LIMIT:
-        echo = echo[: ECHO_LIMIT - 1] + "…"
+    """A PeriodError quoting the input (shortened, see reports.errors.echo), then the examples."""
     # The template is the translatable message id; the echoed input and examples are values.
-    return PeriodError(template, value=f'"{echo}"', examples=EXAMPLES)
+    return PeriodError(template, value=f'"{echo(shown)}"', examples=EXAMPLES)

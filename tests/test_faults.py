@@ -557,7 +557,7 @@ async def test_the_loop_stays_responsive_while_ten_reports_render(
     ),
 )
 async def test_twenty_reports_at_once_are_all_answered(hand_counted: AsyncEngine) -> None:
-    users = tuple(range(1001, 1021))
+    users = tuple(range(1001, 1051))
     limiter = OutboundLimiter(Limits(per_second=1000, chat_interval=0, group_per_minute=1000))
     async with production(hand_counted, limiter=limiter, admins=users) as live:
         updates = [live.command("/clients yesterday", user_id=user) for user in users]

@@ -495,74 +495,49 @@ async def test_hostile_admin_command_arguments_get_one_short_safe_reply(
     assert failures == [], "\n".join(failures)
 
 
-# Inputs that break a rule today; each names the defect. They run on their own bot so that the
-# table above stays green and each of these turns into an XPASS (strict: a failure) once fixed.
-KNOWN_DEFECTS = [
+# Inputs that once broke a rule, kept as regressions; each names the defect it caught.
+FIXED_DEFECTS = [
     pytest.param(
         "/grant",
         "²",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="handlers/access.py _target: '²'.isdigit() is True but int('²') raises "
-            "ValueError: an unexpected exception and the apology",
-        ),
+        # "²".isdigit() is True but int("²") raised: the apology
         id="grant-superscript-digit",
     ),
     pytest.param(
         "/grant",
         "0",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="handlers/access.py _target accepts 0, which is no Telegram user id: a "
-            "people row is stored for it",
-        ),
+        # 0 was taken as a user id and a people row stored
         id="grant-zero",
     ),
     pytest.param(
         "/digest",
         "off ²",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="handlers/digests.py digest_command: words[1].isdigit() then int(): "
-            "ValueError for '²'",
-        ),
+        # isdigit() then int() raised for "²"
         id="digest-off-superscript-digit",
     ),
     pytest.param(
         "/digest",
         "monthly ² 09:00",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="bot/digest_rules.py parse_rule: words[1].isdigit() then int(): "
-            "ValueError for '²'",
-        ),
+        # isdigit() then int() raised for "²"
         id="digest-monthly-superscript-digit",
     ),
     pytest.param(
         "/timezone",
         "Europe",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="handlers/digests.py timezone_command catches ZoneInfoNotFoundError and "
-            "ValueError only; ZoneInfo('Europe') raises IsADirectoryError (an OSError)",
-        ),
+        # ZoneInfo("Europe") raised IsADirectoryError, uncaught
         id="timezone-directory",
     ),
     pytest.param(
         "/timezone",
         "a" * 300,
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="handlers/digests.py timezone_command: ZoneInfo of a 300-character name "
-            "raises OSError (File name too long), which is not caught",
-        ),
+        # ZoneInfo of 300 characters raised "File name too long"
         id="timezone-too-long",
     ),
 ]
 
 
-@pytest.mark.parametrize(("command", "argument"), KNOWN_DEFECTS)
-async def test_known_hostile_inputs_that_break_a_rule(
+@pytest.mark.parametrize(("command", "argument"), FIXED_DEFECTS)
+async def test_inputs_that_once_broke_a_rule(
     data: AsyncEngine, command: str, argument: str
 ) -> None:
     case = Case(command, argument, "answer", ADMINS_FROM, "en")
@@ -614,12 +589,6 @@ async def test_channels_with_300_apps_is_split_into_valid_messages(
     assert sorted(apps) == sorted(f"• {name}: 1" for _, name in names)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bot/delivery.py split_lines measures len() (code points) against 4096, Telegram "
-    "counts UTF-16 code units: app names with emoji make a part too long (400 message is too "
-    "long) and the listing is lost",
-)
 async def test_channels_with_300_emoji_app_names_is_split_into_valid_messages(
     sqlite_engine: AsyncEngine, tmp_path: Path
 ) -> None:
@@ -634,11 +603,6 @@ async def test_channels_with_300_emoji_app_names_is_split_into_valid_messages(
     assert len(apps) == 300
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="handlers/access.py users() sends the whole list as one message: with many leads "
-    "it passes 4096 characters, Telegram refuses it and the admin gets the apology",
-)
 async def test_users_with_many_leads_is_split_into_valid_messages(
     sqlite_engine: AsyncEngine,
 ) -> None:
