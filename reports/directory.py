@@ -57,7 +57,8 @@ def render_directory(entries: list[ChannelEntry], *, lang: str) -> list[str]:
             f"{format_number(entry.clients, lang)}"
         )
         lines.extend(
-            f"  • {html.escape(name, quote=False)}: {format_number(count, lang)}"
+            # No-break spaces: Telegram trims ordinary leading spaces off a split message.
+            f"\u00a0\u00a0• {html.escape(name, quote=False)}: {format_number(count, lang)}"
             for name, count in entry.apps
         )
     return lines

@@ -617,19 +617,21 @@ async def test_channels_lists_apps_with_their_names_escaped(hand_counted: AsyncE
         assert live.sent_methods(ok_only=False) == ["sendMessage"]
         assert live.tg.errors() == []
         (call,) = live.tg.calls("sendMessage")
-        assert "  • Sales &amp; Partners &lt;VIP&gt;: 2" in call.params["text"].splitlines()
+        assert (
+            "\u00a0\u00a0• Sales &amp; Partners &lt;VIP&gt;: 2" in call.params["text"].splitlines()
+        )
         assert call.result["text"] == "\n".join(
             [
                 "Channels and apps (clients, all time)",
                 "email: 1",
-                "  • Inbox: 1",
+                "\u00a0\u00a0• Inbox: 1",
                 "telegram: 2",
-                f"  • {VIP}: 2",
+                f"\u00a0\u00a0• {VIP}: 2",
                 "vk: 1",
-                f"  • {VK_GROUP}: 1",
+                f"\u00a0\u00a0• {VK_GROUP}: 1",
                 "whatsapp: 3",
-                "  • Sales: 2",
-                "  • Support: 1",
+                "\u00a0\u00a0• Sales: 2",
+                "\u00a0\u00a0• Support: 1",
             ]
         )
 
