@@ -138,8 +138,14 @@ async def move_chat(connection: AsyncConnection, old_chat_id: int, new_chat_id: 
 
 
 async def chat_zone(session: AsyncSession, chat_id: int, default: str) -> ZoneInfo:
-    """The chat's timezone, set with /timezone, else the TIMEZONE setting."""
-    return ZoneInfo(await chat_timezone(session, chat_id) or default)
+    """The chat's timezone, set with /timezone, else the TIMEZONE setting.
+
+    Ends the session's transaction: callers go on to long reports or to writes, and neither
+    should start inside a read transaction (see AccessMiddleware).
+    """
+    name = await chat_timezone(session, chat_id)
+    await session.commit()
+    return ZoneInfo(name or default)
 
 
 async def is_enabled(session: AsyncSession, chat_id: int) -> bool:

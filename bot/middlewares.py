@@ -96,6 +96,9 @@ class AccessMiddleware(BaseMiddleware):
             await self._refuse(event, user, role)
             return None
         data["role"] = role
+        # End this read transaction: it would hold a pooled connection through a long report,
+        # and on SQLite a handler's write after a read cannot wait out the busy timeout.
+        await session.commit()
         return await handler(event, data)
 
     async def _group_not_enabled(

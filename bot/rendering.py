@@ -37,6 +37,12 @@ class Renderer:
         self.workers, self.timeout = workers, timeout
         self.chart_function = chart_function
         self._pool: ProcessPoolExecutor | None = None
+        # At most one render per worker is submitted, so the timeout measures the render
+        # itself, not the time spent queued behind others.
+        self._slots: asyncio.Semaphore | None = None
+        self._in_flight: dict[ProcessPoolExecutor, set[asyncio.Future[Any]]] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._retired: set[ProcessPoolExecutor] = set()
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -64,30 +70,68 @@ class Renderer:
     ) -> tuple[tuple[bytes | None, bytes | None], str | None]:
         if report.is_empty:
             return (None, None), None
-        loop = asyncio.get_running_loop()
-        try:
-            future = loop.run_in_executor(self._executor(), self.chart_function, report, lang)
-            return await asyncio.wait_for(future, self.timeout), None
-        except TimeoutError:
-            logger.error(
-                "chart rendering took over %s s: sending the report without pies", self.timeout
-            )
-            # The worker is stuck: a fresh pool serves the next report.
-            self._discard_pool()
-        except (BrokenProcessPool, OSError) as exc:
-            logger.error("chart workers failed (%s): sending the report without pies", exc)
-            self._discard_pool()
-        except Exception:
-            logger.exception("chart rendering failed: sending the report without pies")
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.workers)
+        async with self._slots:
+            try:
+                return await self._render_in_pool(report, lang), None
+            except TimeoutError:
+                logger.error(
+                    "chart rendering took over %s s: sending the report without pies",
+                    self.timeout,
+                )
+            except (BrokenProcessPool, OSError) as exc:
+                logger.error("chart workers failed (%s): sending the report without pies", exc)
+                self._retire(self._pool)
+            except Exception:
+                logger.exception("chart rendering failed: sending the report without pies")
         gettext = translator(lang).gettext
         return (None, None), "<i>" + gettext(CHARTS_UNAVAILABLE) + "</i>"
 
-    def _discard_pool(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
+    async def _render_in_pool(
+        self, report: Report, lang: str
+    ) -> tuple[bytes | None, bytes | None]:
+        pool = self._executor()
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(pool, self.chart_function, report, lang)
+        in_flight = self._in_flight.setdefault(pool, set())
+        in_flight.add(future)
+        future.add_done_callback(in_flight.discard)
+        try:
+            # Shielded: a render that runs late is abandoned, not cancelled (it cannot be).
+            return await asyncio.wait_for(asyncio.shield(future), self.timeout)
+        except TimeoutError:
+            # That worker is stuck: new renders get a fresh pool, and the old one is ended
+            # once the renders still running in it are done.
+            in_flight.discard(future)
+            self._retire(pool)
+            raise
+
+    def _retire(self, pool: ProcessPoolExecutor | None) -> None:
+        if pool is None:
+            return
+        if self._pool is pool:
+            self._pool = None
+        others = self._in_flight.pop(pool, set())
+        self._retired.add(pool)
+
+        async def end_when_others_finish() -> None:
+            if others:
+                await asyncio.wait(others)
             _terminate(pool)
+            self._retired.discard(pool)
+
+        task = asyncio.get_running_loop().create_task(end_when_others_finish())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     def close(self) -> None:
+        for task in list(self._retiring):
+            task.cancel()
+        for pool in list(self._retired):
+            _terminate(pool)
+        self._retired.clear()
+        self._in_flight.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None

@@ -58,6 +58,7 @@ def build_router() -> Router:
             return
         if words[0].casefold() == "off":
             current = await chat_subscriptions(session, chat_id)
+            await session.commit()  # the update below starts its own transaction
             if len(words) == 2 and words[1].casefold() == "all":
                 removed = await remove_subscriptions(
                     session, [s.id for s in current], reason="removed with /digest off all"
