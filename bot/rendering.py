@@ -6,8 +6,10 @@ that fails or takes too long leaves the report without pies and with a note sayi
 """
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
+import os
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -47,7 +49,9 @@ class Renderer:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_yield_to_the_bot,
             )
         return self._pool
 
@@ -135,6 +139,13 @@ class Renderer:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def _yield_to_the_bot() -> None:
+    # Workers draw at full speed on every core; a lower priority lets the bot's event loop
+    # (and the database) run first when the cores are busy, so commands stay responsive.
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(10)
 
 
 def _warm() -> None:
