@@ -16,16 +16,17 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot import outbound  # noqa: E402
 from bot.app import build_bot  # noqa: E402
-from bot.chats import add_subscription, save_chat  # noqa: E402
 from bot.config import Settings  # noqa: E402
-from bot.db import create_engine, migrate, session_factory  # noqa: E402
-from bot.demo import load_demo  # noqa: E402
-from bot.digest_rules import parse_rule  # noqa: E402
-from bot.digests import DigestRunner  # noqa: E402
-from bot.outbound import OutboundLimiter  # noqa: E402
+from bot.digests.rules import parse_rule  # noqa: E402
+from bot.digests.runner import DigestRunner  # noqa: E402
+from bot.digests.subscriptions import add_subscription
+from bot.ingest.demo import load_demo  # noqa: E402
 from bot.rendering import Renderer  # noqa: E402
+from bot.storage.chats import save_chat  # noqa: E402
+from bot.storage.engine import create_engine, migrate, session_factory  # noqa: E402
+from bot.telegram import outbound  # noqa: E402
+from bot.telegram.outbound import OutboundLimiter  # noqa: E402
 from tests.fake_telegram import FakeTelegram  # noqa: E402
 
 ZONE = ZoneInfo("Europe/Moscow")

@@ -106,8 +106,8 @@ def mb(kilobytes: int) -> float:
 
 async def build_database(database: Path, rows: int) -> None:
     from benchmarks.report_speed import generate_csv
-    from bot.db import create_engine, migrate
-    from bot.importer import import_file
+    from bot.ingest.files import import_file
+    from bot.storage.engine import create_engine, migrate
 
     engine = create_engine(f"sqlite+aiosqlite:///{database}")
     try:
@@ -147,7 +147,7 @@ def quantile(values: list[float], q: int) -> float:
 async def load_phase(url: str, users: int) -> dict[str, Any]:
     from bot.app import build_application
     from bot.config import Settings
-    from bot.db import create_engine
+    from bot.storage.engine import create_engine
     from tests.fake_telegram import FakeTelegram
 
     admins = [FIRST_USER + number for number in range(users)]
@@ -256,7 +256,7 @@ async def load_phase(url: str, users: int) -> dict[str, Any]:
 
 
 async def month_report(url: str) -> Report:
-    from bot.db import create_engine
+    from bot.storage.engine import create_engine
     from reports.metrics import build_report
     from reports.model import ReportFilter
     from reports.periods import parse_period
@@ -273,12 +273,12 @@ async def month_report(url: str) -> Report:
 async def render_phase(url: str, renders: int) -> dict[str, Any]:
     from aiogram import Bot
 
-    from bot import outbound
     from bot.app import build_bot
     from bot.config import Settings
-    from bot.delivery import deliver_bundle
-    from bot.outbound import Limits, OutboundLimiter
     from bot.rendering import Renderer
+    from bot.telegram import outbound
+    from bot.telegram.delivery import deliver_bundle
+    from bot.telegram.outbound import Limits, OutboundLimiter
 
     report = await month_report(url)
     fake = await asyncio.create_subprocess_exec(

@@ -17,8 +17,8 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.db import create_engine, migrate  # noqa: E402
-from bot.importer import import_file  # noqa: E402
+from bot.ingest.files import import_file  # noqa: E402
+from bot.storage.engine import create_engine, migrate  # noqa: E402
 from reports.metrics import build_report  # noqa: E402
 from reports.model import Period, Report, ReportFilter  # noqa: E402
 from reports.periods import parse_period  # noqa: E402

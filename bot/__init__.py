@@ -1,1 +1,1 @@
-"""Application shell: settings, database, import, Telegram client, scheduler and the CLI."""
+"""Application shell: settings, the composition root, the CLI; each concern in its own package."""

@@ -21,20 +21,20 @@ from aiogram.exceptions import (
 from aiogram.types import BotCommand, User
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot import outbound
 from bot.config import Settings
-from bot.db import session_factory
-from bot.digests import DigestRunner
-from bot.i18n import SUPPORTED_LANGUAGES, PeopleI18nMiddleware, build_i18n
-from bot.middlewares import (
+from bot.digests.clock import DigestClock
+from bot.digests.runner import DigestRunner
+from bot.rendering import Renderer
+from bot.storage.engine import session_factory
+from bot.telegram import outbound
+from bot.telegram.i18n import SUPPORTED_LANGUAGES, PeopleI18nMiddleware, build_i18n
+from bot.telegram.middlewares import (
     AccessMiddleware,
     DbSessionMiddleware,
     InFlightMiddleware,
     ReportFloodMiddleware,
 )
-from bot.outbound import OutboundLimiter
-from bot.rendering import Renderer
-from bot.scheduler import DigestClock
+from bot.telegram.outbound import OutboundLimiter
 from handlers import build_routers
 from reports.errors import N_
 from reports.i18n import translator

@@ -12,10 +12,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import Settings, SettingsError, load_settings, zone_named
-from bot.db import create_engine, migrate
-from bot.demo import DemoRefused, load_demo
-from bot.importer import ImportFileError, import_file
+from bot.ingest.demo import DemoRefused, load_demo
+from bot.ingest.files import ImportFileError, import_file
 from bot.logs import setup_logging
+from bot.storage.engine import create_engine, migrate
 from reports.bundle import render_bundle
 from reports.errors import ReportError
 from reports.i18n import translator

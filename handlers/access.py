@@ -10,13 +10,14 @@ from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from bot.chats import deactivate_chat, move_chat, set_enabled
 from bot.config import Settings
-from bot.db import write_transaction
-from bot.delivery import send_lines
-from bot.middlewares import GROUP_TYPES
-from bot.people import grant_lead, list_people, revoke_lead
-from bot.scheduler import DigestClock
+from bot.digests.clock import DigestClock
+from bot.digests.subscriptions import deactivate_chat
+from bot.storage.chats import move_chat, set_enabled
+from bot.storage.engine import write_transaction
+from bot.storage.people import grant_lead, list_people, revoke_lead
+from bot.telegram.delivery import send_lines
+from bot.telegram.middlewares import GROUP_TYPES
 from reports.errors import is_number
 
 logger = logging.getLogger(__name__)

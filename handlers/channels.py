@@ -6,7 +6,7 @@ from aiogram.types import Message
 from aiogram.utils.i18n import I18n
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.delivery import send_lines
+from bot.telegram.delivery import send_lines
 from reports.directory import load_directory, render_directory
 
 

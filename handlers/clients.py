@@ -11,11 +11,11 @@ from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from bot.chats import chat_zone
 from bot.config import Settings
-from bot.delivery import send_report
-from bot.keyboards import BUTTON_PERIODS, ReportButton, report_keyboard
 from bot.rendering import Renderer
+from bot.storage.chats import chat_zone
+from bot.telegram.delivery import send_report
+from bot.telegram.keyboards import BUTTON_PERIODS, ReportButton, report_keyboard
 from reports.model import ReportFilter
 from reports.periods import parse_period
 from reports.request import parse_request

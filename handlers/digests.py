@@ -12,16 +12,11 @@ from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from bot.chats import (
-    add_subscription,
-    chat_subscriptions,
-    chat_zone,
-    remove_subscriptions,
-    save_chat,
-)
 from bot.config import Settings, zone_named
-from bot.digest_rules import next_slot, parse_rule
-from bot.scheduler import DigestClock
+from bot.digests.clock import DigestClock
+from bot.digests.rules import next_slot, parse_rule
+from bot.digests.subscriptions import add_subscription, chat_subscriptions, remove_subscriptions
+from bot.storage.chats import chat_zone, save_chat
 from reports.errors import echo, is_number
 from reports.i18n import format_date
 from reports.metrics import load_catalog

@@ -7,8 +7,8 @@ from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.i18n import SUPPORTED_LANGUAGES
-from bot.people import store_language
+from bot.storage.people import store_language
+from bot.telegram.i18n import SUPPORTED_LANGUAGES
 
 
 def help_text() -> str:

@@ -38,10 +38,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.app import Application, build_application, build_dispatcher
 from bot.config import Settings
-from bot.db import session_factory
-from bot.models import chats, digest_deliveries, people, subscriptions
-from bot.outbound import Limits, OutboundLimiter
-from bot.people import grant_lead
+from bot.storage.engine import session_factory
+from bot.storage.people import grant_lead
+from bot.storage.tables import chats, digest_deliveries, people, subscriptions
+from bot.telegram.outbound import Limits, OutboundLimiter
 from reports.schema import appeals, apps, clients
 from tests.fake_telegram import BOT_USERNAME, Call, FakeTelegram
 from tests.recording_session import RecordingSession

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from bot.db import create_engine, migrate
+from bot.storage.engine import create_engine, migrate
 from reports.i18n import LOCALES_DIR, translator
 
 POSTGRES_URL = os.environ.get(

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.importer import import_file
+from bot.ingest.files import import_file
 
 VIP = "Sales & Partners <VIP>"
 VK_GROUP = "Группа ВК"

@@ -25,13 +25,13 @@ from aiogram.types import Chat, InlineQuery
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import bot.app
-import bot.delivery
+import bot.telegram.delivery
 from bot.app import build_application, run_polling, wait_for_telegram
-from bot.chats import add_subscription
-from bot.db import session_factory
-from bot.digest_rules import parse_rule
+from bot.digests.rules import parse_rule
+from bot.digests.subscriptions import add_subscription
 from bot.logs import REDACTED, RedactSecrets, setup_logging
-from bot.middlewares import AccessMiddleware, ReportFloodMiddleware
+from bot.storage.engine import session_factory
+from bot.telegram.middlewares import AccessMiddleware, ReportFloodMiddleware
 from tests.access_support import (
     ADMIN,
     ANONYMOUS_ADMIN,
@@ -859,7 +859,7 @@ async def test_the_token_never_appears_in_logs_replies_or_files(
             await live.round_trip("/channels", user_id=ADMIN)
             # An unexpected exception in a handler, whose text carries the token.
             with pytest.MonkeyPatch.context() as patch:
-                patch.setattr(bot.delivery, "build_report", broken)
+                patch.setattr(bot.telegram.delivery, "build_report", broken)
                 calls = await live.round_trip("/clients week", user_id=ADMIN)
             assert texts(calls)[0].startswith("Sorry, something went wrong on our side.")
             # 500s until the retries give up: the handler fails, the apology gets through.

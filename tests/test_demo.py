@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.db import create_engine, migrate
-from bot.demo import DemoRefused, DemoResult, load_demo
+from bot.ingest.demo import DemoRefused, DemoResult, load_demo
+from bot.storage.engine import create_engine, migrate
 from reports.schema import appeals, apps, clients
 
 # A Friday late morning in Moscow.

@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.digest_rules import (
+from bot.digests.rules import (
     DigestRule,
     latest_slot,
     local_instant,

@@ -10,16 +10,17 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot import outbound
 from bot.app import build_bot
-from bot.chats import add_subscription, save_chat
 from bot.config import Settings
-from bot.db import create_engine, migrate, session_factory
-from bot.digest_rules import parse_rule
-from bot.digests import DigestRunner
-from bot.models import digest_deliveries, subscriptions
-from bot.outbound import Limits, OutboundLimiter
+from bot.digests.rules import parse_rule
+from bot.digests.runner import DigestRunner
+from bot.digests.subscriptions import add_subscription
 from bot.rendering import Renderer
+from bot.storage.chats import save_chat
+from bot.storage.engine import create_engine, migrate, session_factory
+from bot.storage.tables import digest_deliveries, subscriptions
+from bot.telegram import outbound
+from bot.telegram.outbound import Limits, OutboundLimiter
 from tests.datasets import OLD_ROWS, ROWS_IN_AND_AROUND_P, load
 from tests.fake_telegram import FakeTelegram
 

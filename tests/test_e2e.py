@@ -26,10 +26,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-import bot.delivery
+import bot.telegram.delivery
 from bot.app import Application, build_application, command_menu
 from bot.config import Settings
-from bot.demo import load_demo
+from bot.ingest.demo import load_demo
 from reports.csv_export import HEADER
 from reports.i18n import format_number
 from reports.metrics import build_report
@@ -455,7 +455,7 @@ async def test_an_unexpected_error_gets_an_incident_id_and_the_bot_goes_on(
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(bot.delivery, "build_report", broken)
+    monkeypatch.setattr(bot.telegram.delivery, "build_report", broken)
     async with running(hand_counted) as live:
         failing = live.command("/clients week")
         await live.settle(failing)
@@ -665,7 +665,7 @@ async def test_an_unexpected_error_after_a_button_press_still_gets_the_apology(
         report_message = live.tg.sent_messages()[0]
         before = len(live.tg.calls())
 
-        monkeypatch.setattr(bot.delivery, "build_report", broken)
+        monkeypatch.setattr(bot.telegram.delivery, "build_report", broken)
         press = live.tg.press_button(
             "rep:yesterday::",
             chat_id=ADMIN,

@@ -34,14 +34,14 @@ from aiogram import Bot, Dispatcher
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot import outbound
 from bot.app import build_application, build_bot, build_dispatcher, wait_for_telegram
 from bot.config import Settings
-from bot.db import create_engine, migrate
-from bot.demo import load_demo
-from bot.models import chats, people, subscriptions
-from bot.outbound import Limits, OutboundLimiter, RateLimitMiddleware, RetryMiddleware
+from bot.ingest.demo import load_demo
 from bot.rendering import Renderer
+from bot.storage.engine import create_engine, migrate
+from bot.storage.tables import chats, people, subscriptions
+from bot.telegram import outbound
+from bot.telegram.outbound import Limits, OutboundLimiter, RateLimitMiddleware, RetryMiddleware
 from reports.metrics import build_report
 from reports.model import ReportFilter
 from reports.periods import parse_period

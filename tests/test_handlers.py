@@ -15,11 +15,11 @@ from aiogram.client.default import DefaultBotProperties
 from aiogram.types import CallbackQuery, Chat, Message, MessageEntity, Update, User
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-import bot.delivery
+import bot.telegram.delivery
 from bot.app import build_dispatcher
 from bot.config import Settings
-from bot.db import session_factory
-from bot.people import grant_lead
+from bot.storage.engine import session_factory
+from bot.storage.people import grant_lead
 from tests.datasets import OLD_ROWS, ROWS_IN_AND_AROUND_P, VIP, load
 from tests.recording_session import RecordingSession
 
@@ -229,7 +229,7 @@ async def test_unexpected_error_gets_an_incident_id_and_the_bot_goes_on(
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(bot.delivery, "build_report", broken)
+    monkeypatch.setattr(bot.telegram.delivery, "build_report", broken)
     await harness.send("/clients week")
     (apology,) = harness.texts()
     assert apology.startswith("Sorry, something went wrong on our side. Incident id: <code>")

@@ -8,8 +8,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-import bot.importer as importer
-from bot.importer import ImportFileError, ImportResult, import_file
+import bot.ingest.files as importer
+import bot.ingest.merge as merge
+from bot.ingest.files import ImportFileError, import_file
+from bot.ingest.merge import ImportResult
 from reports.schema import appeals, apps, clients
 
 HEADER = "appeal_id,client_id,channel,app,created_at\n"
@@ -689,14 +691,14 @@ async def test_failure_while_applying_rolls_back_what_was_already_written(
     engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Apps and clients are written before appeals; a failure then must undo them too.
-    original = importer._insert
+    original = merge.insert_ignoring
 
     def failing(connection: object, table: object) -> object:
         if table is appeals:
             raise RuntimeError("disk full")
         return original(connection, table)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(importer, "_insert", failing)
+    monkeypatch.setattr(merge, "insert_ignoring", failing)
     with pytest.raises(RuntimeError, match="disk full"):
         await import_file(engine, write(tmp_path, "appeals.csv", HEADER + GOOD))
     assert await counts(engine) == (0, 0, 0)

@@ -1,6 +1,6 @@
 """The outbound limiter with a virtual clock: each chat's pace, the overall and group windows."""
 
-from bot.outbound import Limits, OutboundLimiter
+from bot.telegram.outbound import Limits, OutboundLimiter
 
 
 class VirtualTime:

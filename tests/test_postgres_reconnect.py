@@ -11,7 +11,7 @@ from sqlalchemy.pool import NullPool
 
 from bot.app import build_dispatcher
 from bot.config import Settings
-from bot.db import create_engine, migrate
+from bot.storage.engine import create_engine, migrate
 from tests.datasets import OLD_ROWS, ROWS_IN_AND_AROUND_P, load
 from tests.recording_session import RecordingSession
 from tests.test_handlers import ADMIN, Harness

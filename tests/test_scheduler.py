@@ -8,13 +8,14 @@ import pytest
 from aiogram import Bot
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.chats import active_subscriptions, add_subscription, remove_subscriptions, save_chat
 from bot.config import Settings
-from bot.db import session_factory
-from bot.digest_rules import parse_rule
-from bot.digests import DigestRunner
+from bot.digests.clock import DigestClock
+from bot.digests.rules import parse_rule
+from bot.digests.runner import DigestRunner
+from bot.digests.subscriptions import active_subscriptions, add_subscription, remove_subscriptions
 from bot.rendering import Renderer
-from bot.scheduler import DigestClock
+from bot.storage.chats import save_chat
+from bot.storage.engine import session_factory
 from tests.recording_session import RecordingSession
 
 MSK = ZoneInfo("Europe/Moscow")

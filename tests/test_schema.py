@@ -8,8 +8,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.db import migrate
-from bot.models import metadata
+from bot.storage.engine import migrate
+from bot.storage.tables import metadata
 from reports.schema import appeals, apps, clients
 
 MSK = timezone(timedelta(hours=3))

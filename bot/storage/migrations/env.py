@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from bot.models import metadata
+from bot.storage.tables import metadata
 
 connection = context.config.attributes["connection"]
 context.configure(

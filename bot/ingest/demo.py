@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from bot.importer import AppealRow, store_appeals
+from bot.ingest.merge import AppealRow, store_appeals
 from reports.schema import appeals, apps, clients
 
 logger = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ from typing import Literal
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.db import dialect_insert
-from bot.models import people
+from bot.storage.engine import dialect_insert
+from bot.storage.tables import people
 
 Role = Literal["admin", "lead"]
 

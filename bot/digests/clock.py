@@ -15,9 +15,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.chats import active_subscriptions
-from bot.digest_rules import next_slot
-from bot.digests import CLAIM_TTL, DigestRunner
+from bot.digests.rules import next_slot
+from bot.digests.runner import CLAIM_TTL, DigestRunner
+from bot.digests.subscriptions import active_subscriptions
 
 logger = logging.getLogger(__name__)
 

@@ -1,20 +1,20 @@
 """Language of each update: the /lang choice, else the Telegram language, else LANGUAGE."""
 
-from pathlib import Path
 from typing import Any
 
 from aiogram.types import TelegramObject, User
 from aiogram.utils.i18n import I18n, I18nMiddleware
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.people import stored_language
+from bot.storage.people import stored_language
+from reports.i18n import DOMAIN, LANGUAGES, LOCALES_DIR
 
-LOCALES_DIR = Path(__file__).resolve().parent.parent / "locales"
-SUPPORTED_LANGUAGES = ("ru", "en")
+# The catalogs and languages are the ones reports/ translates with: one list for both.
+SUPPORTED_LANGUAGES = LANGUAGES
 
 
 def build_i18n(default_language: str) -> I18n:
-    return I18n(path=LOCALES_DIR, default_locale=default_language, domain="messages")
+    return I18n(path=LOCALES_DIR, default_locale=default_language, domain=DOMAIN)
 
 
 def language_of(code: str | None) -> str | None:

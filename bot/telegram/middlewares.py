@@ -19,8 +19,8 @@ from aiogram.types import CallbackQuery, Chat, Message, TelegramObject, User
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.chats import is_enabled
-from bot.people import role_of
+from bot.storage.chats import is_enabled
+from bot.storage.people import role_of
 
 logger = logging.getLogger(__name__)
 

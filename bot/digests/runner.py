@@ -19,14 +19,15 @@ from aiogram.exceptions import TelegramForbiddenError, TelegramMigrateToChat
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from bot.chats import Subscription, active_subscriptions, deactivate_chat, move_chat
 from bot.config import Settings
-from bot.db import dialect_insert, write_transaction
-from bot.delivery import PARTS, Uploads, deliver_bundle, produce_bundle
-from bot.digest_rules import MAX_LATENESS, past_slots
-from bot.keyboards import report_keyboard
-from bot.models import digest_deliveries
+from bot.digests.rules import MAX_LATENESS, past_slots
+from bot.digests.subscriptions import Subscription, active_subscriptions, deactivate_chat
 from bot.rendering import Renderer
+from bot.storage.chats import move_chat
+from bot.storage.engine import dialect_insert, write_transaction
+from bot.storage.tables import digest_deliveries
+from bot.telegram.delivery import PARTS, Uploads, deliver_bundle, produce_bundle
+from bot.telegram.keyboards import report_keyboard
 from reports.bundle import ReportBundle
 from reports.errors import N_, ReportError
 from reports.i18n import translator

@@ -1,4 +1,4 @@
-"""Per-chat settings and digest subscriptions in the database (the only source of truth)."""
+"""Digest subscriptions in the database (the only source of truth for the digest clock)."""
 
 from dataclasses import dataclass
 from datetime import datetime, time
@@ -8,9 +8,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Row, Select, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from bot.db import dialect_insert
-from bot.digest_rules import DigestRule, Kind
-from bot.models import chats, subscriptions
+from bot.digests.rules import DigestRule, Kind
+from bot.storage.tables import chats, subscriptions
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -24,23 +23,6 @@ class Subscription:
 
     def zone(self, default: str) -> ZoneInfo:
         return ZoneInfo(self.timezone or default)
-
-
-async def chat_timezone(session: AsyncSession, chat_id: int) -> str | None:
-    return await session.scalar(select(chats.c.timezone).where(chats.c.chat_id == chat_id))
-
-
-async def save_chat(
-    session: AsyncSession, chat_id: int, *, language: str, timezone: str | None = None
-) -> None:
-    """Remember the chat's language (and timezone, when given) for its digests."""
-    values: dict[str, object] = {"language": language}
-    if timezone is not None:
-        values["timezone"] = timezone
-    statement = dialect_insert(session.bind.dialect.name)(chats).values(chat_id=chat_id, **values)
-    await session.execute(
-        statement.on_conflict_do_update(index_elements=[chats.c.chat_id], set_=values)
-    )
 
 
 async def add_subscription(
@@ -118,45 +100,4 @@ async def deactivate_chat(connection: AsyncConnection, chat_id: int, *, reason: 
         update(subscriptions)
         .where(subscriptions.c.chat_id == chat_id, subscriptions.c.active)
         .values(active=False, deactivated_reason=reason[:200])
-    )
-
-
-async def move_chat(connection: AsyncConnection, old_chat_id: int, new_chat_id: int) -> None:
-    """A group became a supergroup: its settings and digests follow it to the new id."""
-    await connection.execute(
-        update(subscriptions)
-        .where(subscriptions.c.chat_id == old_chat_id)
-        .values(chat_id=new_chat_id)
-    )
-    existing = await connection.scalar(
-        select(chats.c.chat_id).where(chats.c.chat_id == new_chat_id)
-    )
-    if existing is None:
-        await connection.execute(
-            update(chats).where(chats.c.chat_id == old_chat_id).values(chat_id=new_chat_id)
-        )
-
-
-async def chat_zone(session: AsyncSession, chat_id: int, default: str) -> ZoneInfo:
-    """The chat's timezone, set with /timezone, else the TIMEZONE setting.
-
-    Ends the session's transaction: callers go on to long reports or to writes, and neither
-    should start inside a read transaction (see AccessMiddleware).
-    """
-    name = await chat_timezone(session, chat_id)
-    await session.commit()
-    return ZoneInfo(name or default)
-
-
-async def is_enabled(session: AsyncSession, chat_id: int) -> bool:
-    return bool(await session.scalar(select(chats.c.enabled).where(chats.c.chat_id == chat_id)))
-
-
-async def set_enabled(
-    session: AsyncSession, chat_id: int, enabled: bool, *, language: str
-) -> None:
-    values: dict[str, object] = {"enabled": enabled, "language": language}
-    statement = dialect_insert(session.bind.dialect.name)(chats).values(chat_id=chat_id, **values)
-    await session.execute(
-        statement.on_conflict_do_update(index_elements=[chats.c.chat_id], set_=values)
     )

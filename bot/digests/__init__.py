@@ -1,0 +1,1 @@
+"""Digests: rules and their due slots, subscriptions, the exactly-once runner and its clock."""

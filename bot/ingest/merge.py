@@ -1,0 +1,212 @@
+"""The one write path into the analytics tables: staged appeals merged, first appeals kept current.
+
+Every way appeals arrive (file import, the HTTP API, desk webhooks, demo data) ends here, inside
+the caller's transaction, so each client's first-ever appeal is always current.
+"""
+
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import islice
+from typing import Any, NamedTuple
+
+from sqlalchemy import (
+    Column,
+    Insert,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    and_,
+    delete,
+    exists,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from reports.schema import NAME_MAX, UTCDateTime, appeals, apps, clients
+
+BATCH_SIZE = 5_000
+# SQLite's default 2 MB page cache thrashes while a big import updates the appeals indexes at
+# random places (1M rows: 30 s instead of 12 s); the connection gets this much during an import.
+SQLITE_IMPORT_CACHE_KIB = 64 * 1024
+
+# Rows are staged in a temporary table so that validation streams and every write to the real
+# tables is one set-based statement inside the import's single transaction.
+_staging_metadata = MetaData()
+staging = Table(
+    "import_staging",
+    _staging_metadata,
+    # The physical line (or position) of the row: the earliest occurrence of an appeal_id wins
+    # and appeals get internal ids in file order.
+    Column("line", Integer, primary_key=True, autoincrement=False),
+    Column("appeal_id", String(NAME_MAX), nullable=False),
+    Column("client_id", String(NAME_MAX), nullable=False),
+    Column("channel", String(NAME_MAX), nullable=False),
+    Column("app", String(NAME_MAX), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    prefixes=["TEMPORARY"],
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    rows: int
+    new: int
+    # Rows whose appeal_id already existed, in the database or earlier in the same file.
+    duplicates: int
+
+
+class AppealRow(NamedTuple):
+    """One already validated appeal: stripped ids, lower-case channel, aware created_at."""
+
+    appeal_id: str
+    client_id: str
+    channel: str
+    app: str
+    created_at: datetime
+
+
+async def store_appeals(connection: AsyncConnection, rows: Iterable[AppealRow]) -> ImportResult:
+    """Apply already validated rows through the importer's path, in the caller's transaction."""
+    await create_staging(connection)
+    iterator = iter(rows)
+    count = 0
+    while chunk := list(islice(iterator, BATCH_SIZE)):
+        batch = [{"line": count + offset, **row._asdict()} for offset, row in enumerate(chunk, 1)]
+        count += len(chunk)
+        await connection.execute(staging.insert(), batch)
+    new = await merge_staging(connection)
+    return ImportResult(rows=count, new=new, duplicates=count - new)
+
+
+async def stage_rows(connection: AsyncConnection, batch: list[dict[str, Any]]) -> None:
+    """Add validated rows (with their `line`) to the staging table of this transaction."""
+    await connection.execute(staging.insert(), batch)
+
+
+@asynccontextmanager
+async def import_cache(connection: AsyncConnection) -> AsyncIterator[None]:
+    """On SQLite, a bigger page cache for the import, given back to the pooled connection."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    previous = int((await connection.execute(text("PRAGMA cache_size"))).scalar_one())
+    await connection.execute(text(f"PRAGMA cache_size = -{SQLITE_IMPORT_CACHE_KIB}"))
+    try:
+        yield
+    finally:
+        await connection.execute(text(f"PRAGMA cache_size = {previous}"))
+
+
+async def create_staging(connection: AsyncConnection) -> None:
+    # On SQLite the driver runs DDL outside the transaction, so a staging table left behind by
+    # a rolled-back import on this pooled connection may still exist.
+    await connection.execute(text("DROP TABLE IF EXISTS import_staging"))
+    await connection.run_sync(staging.create)
+
+
+def insert_ignoring(connection: AsyncConnection, table: Table) -> Insert:
+    """INSERT that can skip rows a concurrent import added (ON CONFLICT DO NOTHING)."""
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise RuntimeError(f"unsupported database dialect {dialect!r}")
+
+
+async def merge_staging(connection: AsyncConnection) -> int:
+    """Move staged rows into apps, clients and appeals; return how many appeals were new."""
+    # Built after loading: one sort is cheaper than keeping the index up to date per batch.
+    await connection.execute(
+        text("CREATE INDEX ix_import_staging_appeal ON import_staging (appeal_id, line)")
+    )
+    earlier = staging.alias("earlier")
+    # Keep the first occurrence of each appeal_id in the file ...
+    await connection.execute(
+        delete(staging).where(
+            exists().where(
+                earlier.c.appeal_id == staging.c.appeal_id, earlier.c.line < staging.c.line
+            )
+        )
+    )
+    # ... and drop those already imported, so what stays is exactly the new appeals and only
+    # their apps and clients get created.
+    await connection.execute(
+        delete(staging).where(exists().where(appeals.c.external_id == staging.c.appeal_id))
+    )
+    if connection.dialect.name == "postgresql":
+        # Autovacuum never analyzes temporary tables; without statistics the planner guesses.
+        await connection.execute(text("ANALYZE import_staging"))
+
+    new_apps = (
+        select(staging.c.channel, staging.c.app)
+        .where(~exists().where(apps.c.channel == staging.c.channel, apps.c.name == staging.c.app))
+        .distinct()
+    )
+    await connection.execute(
+        insert_ignoring(connection, apps).from_select(["channel", "name"], new_apps)
+    )
+
+    # New clients need first_appeal_at at once (NOT NULL); the id is set below.
+    new_clients = (
+        select(staging.c.client_id, func.min(staging.c.created_at))
+        .where(~exists().where(clients.c.external_id == staging.c.client_id))
+        .group_by(staging.c.client_id)
+    )
+    await connection.execute(
+        insert_ignoring(connection, clients).from_select(
+            ["external_id", "first_appeal_at"], new_clients
+        )
+    )
+
+    new_appeals = (
+        select(staging.c.appeal_id, clients.c.id, apps.c.id, staging.c.created_at)
+        .select_from(
+            staging.join(clients, clients.c.external_id == staging.c.client_id).join(
+                apps, and_(apps.c.channel == staging.c.channel, apps.c.name == staging.c.app)
+            )
+        )
+        # Also the WHERE clause SQLite needs to parse INSERT ... SELECT ... ON CONFLICT.
+        .where(~exists().where(appeals.c.external_id == staging.c.appeal_id))
+        .order_by(staging.c.line)
+    )
+    inserted = await connection.execute(
+        insert_ignoring(connection, appeals).from_select(
+            ["external_id", "client_id", "app_id", "created_at"], new_appeals
+        )
+    )
+    new = inserted.rowcount
+
+    # Recompute the first-ever appeal of every client that got an appeal: an older appeal
+    # imported later moves it. Ties at one instant go to the smaller appeal id.
+    first = appeals.alias("first")
+    first_id = (
+        select(first.c.id)
+        .where(first.c.client_id == clients.c.id)
+        .order_by(first.c.created_at, first.c.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    first_at = (
+        select(func.min(first.c.created_at))
+        .where(first.c.client_id == clients.c.id)
+        .scalar_subquery()
+    )
+    await connection.execute(
+        update(clients)
+        .where(clients.c.external_id.in_(select(staging.c.client_id)))
+        .values(
+            first_appeal_id=first_id,
+            # A client whose only appeal a concurrent import took keeps its value.
+            first_appeal_at=func.coalesce(first_at, clients.c.first_appeal_at),
+        )
+    )
+    await connection.execute(text("DROP TABLE import_staging"))
+    return new
