@@ -19,6 +19,7 @@ from aiogram.exceptions import (
     TelegramUnauthorizedError,
 )
 from aiogram.types import BotCommand, User
+from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import Settings
@@ -35,6 +36,7 @@ from bot.telegram.middlewares import (
     ReportFloodMiddleware,
 )
 from bot.telegram.outbound import OutboundLimiter
+from bot.web.server import IngestServer, start_web
 from handlers import build_routers
 from reports.errors import N_
 from reports.i18n import translator
@@ -188,7 +190,38 @@ async def run_polling(settings: Settings, engine: AsyncEngine) -> int:
             logger.error("Telegram rejected BOT_TOKEN: check the token from @BotFather")
             return 2
         logger.info("bot @%s starts, database %s", me.username, engine.url.render_as_string())
-        await app.dispatcher.start_polling(app.bot)
+        web_runner = await _start_web(settings, engine)
+        if web_runner is False:
+            return 2
+        try:
+            await app.dispatcher.start_polling(app.bot)
+        finally:
+            if web_runner is not None:
+                await web_runner.cleanup()
     finally:
         await app.bot.session.close()
     return 0
+
+
+async def _start_web(settings: Settings, engine: AsyncEngine) -> web.AppRunner | None | bool:
+    """The ingestion and health server on WEB_HOST:WEB_PORT; None when WEB_PORT=0, False when
+    the port cannot be had (logged in one line)."""
+    if settings.web_port == 0:
+        logger.info("web server off (WEB_PORT=0)")
+        return None
+    try:
+        runner = await start_web(
+            IngestServer(settings, engine), settings.web_host, settings.web_port
+        )
+    except OSError as exc:
+        logger.error(
+            "cannot serve on WEB_HOST:WEB_PORT %s:%s: %s (set another WEB_PORT, or 0 for none)",
+            settings.web_host,
+            settings.web_port,
+            exc.strerror or exc,
+        )
+        return False
+    if settings.ingest_token is None:
+        logger.info("INGEST_TOKEN is not set: ingestion endpoints answer 401")
+    logger.info("web server on http://%s:%s", settings.web_host, settings.web_port)
+    return runner

@@ -66,8 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    token = settings.bot_token.get_secret_value() if settings.bot_token else ""
-    setup_logging(level, secrets=[token])
+    setup_logging(level, secrets=settings.secrets)
     try:
         return asyncio.run(dispatch(args, settings))
     except (CliError, DemoRefused) as exc:

@@ -4,10 +4,11 @@ from functools import cache
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, available_timezones
 
-from pydantic import SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///data/bot.db"
+MIN_INGEST_TOKEN = 24
 
 
 @cache
@@ -36,6 +37,16 @@ class Settings(BaseSettings):
     language: Literal["ru", "en"] = "ru"
     csv_delimiter: str | None = None
     default_period: str = "week"
+    # Web server for ingestion and health (DESIGN.md §10); port 0 turns it off.
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=8080, ge=0, le=65535)
+    ingest_token: SecretStr | None = None
+    chatwoot_webhook_secret: SecretStr | None = None
+    source_silent_hours: int = Field(default=24, ge=1, le=24 * 90)
+    # Chatwoot's REST API for history sync and the 10-minute reconciliation.
+    chatwoot_api_url: str | None = None
+    chatwoot_api_token: SecretStr | None = None
+    chatwoot_account_id: int | None = Field(default=None, ge=1)
 
     @field_validator("admin_ids", mode="before")
     @classmethod
@@ -66,7 +77,34 @@ class Settings(BaseSettings):
             raise ValueError("must be a single character such as ; or ,")
         return value
 
-    @field_validator("telegram_api_url", mode="before")
+    @field_validator("ingest_token", mode="before")
+    @classmethod
+    def _long_secret(cls, value: object) -> object:
+        if value in (None, ""):
+            return None
+        # The token is the only credential of the Blinger webhook URL: guessable is unsafe.
+        if not isinstance(value, str) or len(value) < MIN_INGEST_TOKEN or not value.isascii():
+            raise ValueError(
+                f"must be a random ASCII secret of at least {MIN_INGEST_TOKEN} characters "
+                "(for example: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        if not all(char.isalnum() or char in "-_." for char in value):
+            raise ValueError(
+                "may hold only letters, digits, '-', '_' and '.' (it is part of a URL)"
+            )
+        return value
+
+    @field_validator("chatwoot_webhook_secret", "chatwoot_api_token", mode="before")
+    @classmethod
+    def _empty_secret(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("chatwoot_account_id", mode="before")
+    @classmethod
+    def _empty_number(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("telegram_api_url", "chatwoot_api_url", mode="before")
     @classmethod
     def _base_url(cls, value: object) -> object:
         if value in (None, ""):
@@ -74,6 +112,17 @@ class Settings(BaseSettings):
         if not isinstance(value, str) or not value.startswith(("http://", "https://")):
             raise ValueError("must be an http(s) base URL such as http://127.0.0.1:8081")
         return value.rstrip("/")
+
+    @property
+    def chatwoot_sync_configured(self) -> bool:
+        return bool(self.chatwoot_api_url and self.chatwoot_api_token and self.chatwoot_account_id)
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every secret value, for the log redaction."""
+        values = [self.bot_token, self.ingest_token, self.chatwoot_webhook_secret]
+        values.append(self.chatwoot_api_token)
+        return [value.get_secret_value() for value in values if value is not None]
 
     @property
     def zone(self) -> ZoneInfo:

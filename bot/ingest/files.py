@@ -4,7 +4,7 @@ import asyncio
 import csv
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from functools import partial
 from itertools import chain, islice
@@ -234,6 +234,10 @@ def _jsonl_records(lines: Iterator[str], problems: list[str]) -> Iterator[tuple[
         except json.JSONDecodeError as exc:
             problems.append(f"line {line}: invalid JSON ({exc.msg} at column {exc.colno})")
             continue
+        except (ValueError, RecursionError):
+            # Python refuses integers of thousands of digits and recursion without end.
+            problems.append(f"line {line}: invalid JSON (a number too long or nesting too deep)")
+            continue
         if not isinstance(data, dict):
             problems.append(f"line {line}: expected a JSON object")
             continue
@@ -327,3 +331,17 @@ def _show(value: str) -> str:
         value = value[:SHOWN_VALUE_MAX] + "…"
     value = "".join(char if char.isprintable() else f"\\x{ord(char):02x}" for char in value)
     return f"'{value}'"
+
+
+def validate_json_lines(lines: Iterable[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows and problems ("line N: reason") of import records given as JSON lines.
+
+    The HTTP API validates exactly like a file import: same reasons, same all-or-nothing.
+    """
+    problems: list[str] = []
+    rows = []
+    for line, values in _jsonl_records(iter(lines), problems):
+        row = _validate(line, values, problems)
+        if row is not None:
+            rows.append(row)
+    return rows, problems

@@ -184,8 +184,18 @@ async def merge_staging(connection: AsyncConnection) -> int:
     )
     new = inserted.rowcount
 
-    # Recompute the first-ever appeal of every client that got an appeal: an older appeal
-    # imported later moves it. Ties at one instant go to the smaller appeal id.
+    await recompute_first_appeals(connection, select(staging.c.client_id))
+    await connection.execute(text("DROP TABLE import_staging"))
+    return new
+
+
+async def recompute_first_appeals(connection: AsyncConnection, external_ids: Any) -> None:
+    """Recompute the first-ever appeal of the clients with these external ids.
+
+    `external_ids` is a subquery or a list. An older appeal imported later moves the first
+    appeal; a re-derived conversation can move it either way. Ties at one instant go to the
+    smaller appeal id.
+    """
     first = appeals.alias("first")
     first_id = (
         select(first.c.id)
@@ -201,12 +211,10 @@ async def merge_staging(connection: AsyncConnection) -> int:
     )
     await connection.execute(
         update(clients)
-        .where(clients.c.external_id.in_(select(staging.c.client_id)))
+        .where(clients.c.external_id.in_(external_ids))
         .values(
             first_appeal_id=first_id,
             # A client whose only appeal a concurrent import took keeps its value.
             first_appeal_at=func.coalesce(first_at, clients.c.first_appeal_at),
         )
     )
-    await connection.execute(text("DROP TABLE import_staging"))
-    return new

@@ -5,6 +5,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     ForeignKey,
+    Index,
     Integer,
     String,
     Table,
@@ -14,6 +15,10 @@ from sqlalchemy import (
 )
 
 from reports.schema import NAME_MAX, UTCDateTime, metadata
+
+# A desk account's label in a webhook URL (`/ingest/chatwoot/<token>/<label>`).
+LABEL_MAX = 64
+EVENT_KEY_MAX = 400
 
 people = Table(
     "people",
@@ -76,3 +81,73 @@ digest_deliveries = Table(
 )
 
 __all__ = ["chats", "digest_deliveries", "metadata", "people", "subscriptions"]
+
+# --- live data from the desk (DESIGN.md §10) ---------------------------------------------------
+
+# Append-only: every relevant desk event, minimised to ids, times, channel, inbox and kind (never
+# names, phones, e-mails or message text). Appeals are derived from these rows per conversation;
+# triggers made by the migration refuse UPDATE and DELETE, so no path can rewrite history.
+desk_events = Table(
+    "desk_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("source", String(16), nullable=False),
+    Column("label", String(LABEL_MAX), nullable=False),
+    # The event's identity within its source and label: a repeat of it is the same event.
+    Column("event_key", String(EVENT_KEY_MAX), nullable=False),
+    Column("conversation_id", String(NAME_MAX), nullable=False),
+    Column("contact_id", String(NAME_MAX), nullable=True),
+    # open (conversation started), client (the client wrote or reopened), close.
+    Column("kind", String(8), nullable=False),
+    Column("occurred_at", UTCDateTime(), nullable=False),
+    Column("channel", String(NAME_MAX), nullable=True),
+    Column("app_key", String(NAME_MAX), nullable=True),
+    Column("app_name", String(NAME_MAX), nullable=True),
+    Column("received_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("source", "label", "event_key", name="uq_desk_events_identity"),
+    Index("ix_desk_events_conversation", "source", "label", "conversation_id"),
+    Index("ix_desk_events_app_name", "source", "label", "app_key", "occurred_at"),
+    Index("ix_desk_events_received", "received_at"),
+    Index("ix_desk_events_occurred", "occurred_at"),
+)
+
+# Which analytics app stands for a desk's inbox (or application): renaming the inbox renames
+# the app instead of splitting its history.
+desk_apps = Table(
+    "desk_apps",
+    metadata,
+    Column("source", String(16), primary_key=True),
+    Column("label", String(LABEL_MAX), primary_key=True),
+    Column("app_key", String(NAME_MAX), primary_key=True),
+    Column("app_id", Integer, ForeignKey("apps.id"), nullable=False),
+)
+
+# Webhook deliveries already taken (Chatwoot's X-Chatwoot-Delivery): a replay changes nothing.
+desk_deliveries = Table(
+    "desk_deliveries",
+    metadata,
+    Column("source", String(16), primary_key=True),
+    Column("delivery_id", String(NAME_MAX), primary_key=True),
+    Column("received_at", UTCDateTime(), nullable=False),
+)
+
+# Requests the web server refused (bad token, signature or body), for /sources.
+ingest_refusals = Table(
+    "ingest_refusals",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("source", String(16), nullable=False),
+    Column("reason", String(40), nullable=False),
+    Column("at", UTCDateTime(), nullable=False, index=True),
+)
+
+# Where the history sync of a source stands, so an interrupted sync resumes.
+sync_state = Table(
+    "sync_state",
+    metadata,
+    Column("source", String(16), primary_key=True),
+    Column("label", String(LABEL_MAX), primary_key=True),
+    # Conversations updated at or after this instant still need reading.
+    Column("synced_until", UTCDateTime(), nullable=True),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)

@@ -1,0 +1,314 @@
+"""Desk events to appeals: store minimised events append-only, derive each conversation's cycles.
+
+A desk's conversation is not an appeal (DESIGN.md §10): an appeal is one cycle of it, from its
+start (or the client writing again after a close) until it is closed. The adapters
+(`bot/ingest/chatwoot.py`, `bot/ingest/blinger.py`) turn payloads into `DeskEvent`s; this module
+stores them keyed by identity and re-derives every conversation that got a new event, all in the
+caller's transaction and through the one write path of `bot/ingest/merge.py`.
+
+Invariant: the appeals of a conversation are a pure function of its stored events. The same
+events in any order, any of them repeated, give the same appeals.
+"""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import delete, exists, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.ingest.merge import AppealRow, recompute_first_appeals, store_appeals
+from bot.storage.engine import dialect_insert
+from bot.storage.tables import desk_apps, desk_events
+from reports.schema import NAME_MAX, appeals, apps, clients
+
+Kind = Literal["open", "client", "close"]
+# At one instant the client writing sorts before a close (DESIGN.md §10), and a conversation's
+# creation before both.
+_KIND_ORDER = {"open": 0, "client": 1, "close": 2}
+_CYCLE_BATCH = 64
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeskEvent:
+    """One relevant desk event, minimised: ids, time, channel, inbox, what it means."""
+
+    source: str
+    label: str
+    # Identity within (source, label): a repeated delivery of the event has the same key.
+    key: str
+    conversation_id: str
+    contact_id: str | None
+    kind: Kind
+    occurred_at: datetime
+    channel: str | None
+    app_key: str | None
+    # The inbox's (or account's) display name where the payload carries one.
+    app_name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Cycle:
+    """One derived appeal of a conversation, before its app gets a display name."""
+
+    number: int
+    started_at: datetime
+    contact_id: str
+    channel: str
+    app_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvents:
+    received: int
+    new: int
+    duplicates: int
+    conversations: int
+
+
+def derive_cycles(events: Iterable[DeskEvent]) -> list[Cycle]:
+    """The appeals of one conversation from its events, whatever their order or repeats."""
+    unique = {event.key: event for event in events}
+    ordered = sorted(unique.values(), key=lambda e: (e.occurred_at, _KIND_ORDER[e.kind], e.key))
+    if not ordered:
+        return []
+    contact = next((e.contact_id for e in ordered if e.contact_id), None)
+    # The latest channel and inbox the conversation was seen in; both rarely change.
+    channel = next((e.channel for e in reversed(ordered) if e.channel), None)
+    app_key = next((e.app_key for e in reversed(ordered) if e.app_key), None) or channel
+    if contact is None or channel is None or app_key is None:
+        # Without a contact there is no client to count: wait for an event that names one.
+        return []
+    starts = [ordered[0].occurred_at]
+    open_ = ordered[0].kind != "close"
+    for event in ordered[1:]:
+        if event.kind == "close":
+            open_ = False
+        elif not open_:
+            starts.append(event.occurred_at)
+            open_ = True
+    return [
+        Cycle(number, start, contact, channel, app_key) for number, start in enumerate(starts, 1)
+    ]
+
+
+def appeal_id(source: str, label: str, conversation_id: str, cycle: int) -> str:
+    return f"{source}:{label}:{conversation_id}:{cycle}"
+
+
+def client_id(source: str, label: str, contact_id: str) -> str:
+    return f"{source}:{label}:{contact_id}"
+
+
+async def store_desk_events(
+    connection: AsyncConnection, events: Sequence[DeskEvent], *, received_at: datetime
+) -> StoredEvents:
+    """Store new events and re-derive the conversations they touch, in the caller's transaction."""
+    insert = dialect_insert(connection.dialect.name)
+    new = 0
+    touched: set[tuple[str, str, str]] = set()
+    for event in events:
+        result = await connection.execute(
+            insert(desk_events)
+            .values(
+                source=event.source,
+                label=event.label,
+                event_key=event.key,
+                conversation_id=event.conversation_id,
+                contact_id=event.contact_id,
+                kind=event.kind,
+                occurred_at=event.occurred_at,
+                channel=event.channel,
+                app_key=event.app_key,
+                app_name=event.app_name,
+                received_at=received_at,
+            )
+            .on_conflict_do_nothing()
+        )
+        if result.rowcount:
+            new += 1
+            touched.add((event.source, event.label, event.conversation_id))
+    for source, label, conversation in sorted(touched):
+        await rederive_conversation(connection, source, label, conversation)
+    return StoredEvents(len(events), new, len(events) - new, len(touched))
+
+
+async def rederive_conversation(
+    connection: AsyncConnection, source: str, label: str, conversation_id: str
+) -> None:
+    """Replace the conversation's stored appeals by those its events derive, if they differ."""
+    rows = await connection.execute(
+        select(desk_events).where(
+            desk_events.c.source == source,
+            desk_events.c.label == label,
+            desk_events.c.conversation_id == conversation_id,
+        )
+    )
+    events = [
+        DeskEvent(
+            source=row.source,
+            label=row.label,
+            key=row.event_key,
+            conversation_id=row.conversation_id,
+            contact_id=row.contact_id,
+            kind=row.kind,
+            occurred_at=row.occurred_at,
+            channel=row.channel,
+            app_key=row.app_key,
+            app_name=row.app_name,
+        )
+        for row in rows
+    ]
+    wanted: dict[str, AppealRow] = {}
+    for cycle in derive_cycles(events):
+        app_name = await _app_name(connection, source, label, cycle.channel, cycle.app_key)
+        external = appeal_id(source, label, conversation_id, cycle.number)
+        wanted[external] = AppealRow(
+            appeal_id=external,
+            client_id=client_id(source, label, cycle.contact_id),
+            channel=cycle.channel,
+            app=app_name,
+            created_at=cycle.started_at,
+        )
+    stored = await _stored_appeals(connection, source, label, conversation_id)
+    stale = [external for external, row in stored.items() if wanted.get(external) != row]
+    if stale:
+        await connection.execute(delete(appeals).where(appeals.c.external_id.in_(stale)))
+    fresh = [row for external, row in wanted.items() if stored.get(external) != row]
+    if fresh:
+        await store_appeals(connection, fresh)
+    affected = {row.client_id for row in stored.values()} | {row.client_id for row in fresh}
+    if stale and affected:
+        await recompute_first_appeals(connection, sorted(affected))
+        # A client left without any appeal must not count as new in the period it started.
+        await connection.execute(
+            delete(clients).where(
+                clients.c.external_id.in_(sorted(affected)),
+                ~exists().where(appeals.c.client_id == clients.c.id),
+            )
+        )
+
+
+async def _stored_appeals(
+    connection: AsyncConnection, source: str, label: str, conversation_id: str
+) -> dict[str, AppealRow]:
+    """The conversation's appeals as stored, by appeal id.
+
+    Its cycles are always stored as 1..n (a re-derivation replaces them whole), so ids are read
+    in batches until a batch is not full; a LIKE on the prefix would not use the index.
+    """
+    stored: dict[str, AppealRow] = {}
+    first = 1
+    while True:
+        batch = [
+            appeal_id(source, label, conversation_id, n)
+            for n in range(first, first + _CYCLE_BATCH)
+        ]
+        rows = (
+            await connection.execute(
+                select(
+                    appeals.c.external_id,
+                    clients.c.external_id.label("client"),
+                    apps.c.channel,
+                    apps.c.name,
+                    appeals.c.created_at,
+                )
+                .select_from(
+                    appeals.join(clients, clients.c.id == appeals.c.client_id).join(
+                        apps, apps.c.id == appeals.c.app_id
+                    )
+                )
+                .where(appeals.c.external_id.in_(batch))
+            )
+        ).all()
+        for row in rows:
+            stored[row.external_id] = AppealRow(
+                row.external_id, row.client, row.channel, row.name, row.created_at
+            )
+        if len(rows) < _CYCLE_BATCH:
+            return stored
+        first += _CYCLE_BATCH
+
+
+async def _app_name(
+    connection: AsyncConnection, source: str, label: str, channel: str, app_key: str
+) -> str:
+    """The name of the app that stands for this inbox, renamed to the latest name seen.
+
+    The latest name is the one on the newest stored event of that inbox that carries one, so
+    the result depends only on the stored events, not on their arrival order.
+    """
+    latest = await connection.scalar(
+        select(desk_events.c.app_name)
+        .where(
+            desk_events.c.source == source,
+            desk_events.c.label == label,
+            desk_events.c.app_key == app_key,
+            desk_events.c.app_name.is_not(None),
+        )
+        .order_by(desk_events.c.occurred_at.desc(), desk_events.c.event_key.desc())
+        .limit(1)
+    )
+    name = (latest or default_app_name(source, app_key))[:NAME_MAX]
+    mapped = (
+        await connection.execute(
+            select(apps.c.id, apps.c.name)
+            .select_from(desk_apps.join(apps, apps.c.id == desk_apps.c.app_id))
+            .where(
+                desk_apps.c.source == source,
+                desk_apps.c.label == label,
+                desk_apps.c.app_key == app_key,
+            )
+        )
+    ).first()
+    if mapped is None:
+        app = await _app_id(connection, channel, name)
+        await connection.execute(
+            desk_apps.insert().values(source=source, label=label, app_key=app_key, app_id=app)
+        )
+        return name
+    if mapped.name == name:
+        return name
+    taken = await connection.scalar(
+        select(apps.c.id).where(apps.c.channel == channel, apps.c.name == name)
+    )
+    if taken is not None:
+        # Another app of the channel already has that name: keep the history under the old one.
+        return str(mapped.name)
+    await connection.execute(apps.update().where(apps.c.id == mapped.id).values(name=name))
+    return name
+
+
+async def _app_id(connection: AsyncConnection, channel: str, name: str) -> int:
+    found = await connection.scalar(
+        select(apps.c.id).where(apps.c.channel == channel, apps.c.name == name)
+    )
+    if found is not None:
+        return int(found)
+    result = await connection.execute(apps.insert().values(channel=channel, name=name))
+    return int(result.inserted_primary_key[0])
+
+
+def default_app_name(source: str, app_key: str) -> str:
+    """Chatwoot inboxes are `inbox <id>` until a message names them; Blinger's is its code."""
+    return f"inbox {app_key}" if source == "chatwoot" else app_key
+
+
+async def newest_events(connection: AsyncConnection) -> dict[tuple[str, str], datetime]:
+    """The newest stored event's time per (source, label)."""
+    rows = await connection.execute(
+        select(
+            desk_events.c.source, desk_events.c.label, func.max(desk_events.c.received_at)
+        ).group_by(desk_events.c.source, desk_events.c.label)
+    )
+    return {(source, label): at for source, label, at in rows}
+
+
+async def events_since(connection: AsyncConnection, since: datetime) -> dict[tuple[str, str], int]:
+    rows = await connection.execute(
+        select(desk_events.c.source, desk_events.c.label, func.count())
+        .where(desk_events.c.received_at >= since)
+        .group_by(desk_events.c.source, desk_events.c.label)
+    )
+    return {(source, label): int(count) for source, label, count in rows}

@@ -1,0 +1,1 @@
+"""The web server: ingestion endpoints and health, served beside polling in one process."""

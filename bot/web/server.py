@@ -1,0 +1,349 @@
+"""The web server of the bot process: `/api/appeals`, the desk webhooks and `/healthz`.
+
+Every ingestion endpoint answers 200 only after what it received is committed, so a desk that
+retries on failure loses nothing; a refusal stores nothing. Secrets are compared in constant
+time, and a wrong token gets the same 401 on every path, whether the endpoint exists or not.
+"""
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import re
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.config import Settings
+from bot.ingest import blinger, chatwoot
+from bot.ingest.desk import DeskEvent, newest_events, store_desk_events
+from bot.ingest.files import validate_json_lines
+from bot.ingest.merge import create_staging, merge_staging, stage_rows
+from bot.ingest.payloads import PayloadError
+from bot.storage.engine import dialect_insert, write_transaction
+from bot.storage.tables import LABEL_MAX, desk_deliveries, ingest_refusals
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+MAX_BODY_BYTES = 1 << 20
+MAX_API_RECORDS = 10_000
+# Per source: a misbehaving desk (or someone with the token) cannot starve the bot's writes.
+REQUESTS_PER_SECOND = 20
+# Chatwoot signs `<timestamp>.<body>`; a delivery older (or newer) than this is a replay.
+SIGNATURE_WINDOW = timedelta(minutes=5)
+# Deeper JSON than any desk sends is refused before the parser recurses on it.
+MAX_JSON_DEPTH = 64
+_LABEL = re.compile(rf"[A-Za-z0-9_-]{{1,{LABEL_MAX}}}")
+ADAPTERS: dict[str, Callable[[Any, str], list[DeskEvent]]] = {
+    "chatwoot": chatwoot.events_from_webhook,
+    "blinger": blinger.events_from_webhook,
+}
+
+
+class Refused(Exception):
+    """A request answered with an error status; `reason` is stored for /sources."""
+
+    def __init__(self, status: int, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.reason = reason
+
+
+@dataclass
+class RateWindow:
+    """At most `limit` requests in any one-second window, per source."""
+
+    limit: int
+    clock: Callable[[], float]
+
+    def __post_init__(self) -> None:
+        self._seen: dict[str, deque[float]] = {}
+
+    def allow(self, source: str) -> bool:
+        now = self.clock()
+        seen = self._seen.setdefault(source, deque())
+        while seen and now - seen[0] >= 1.0:
+            seen.popleft()
+        if len(seen) >= self.limit:
+            return False
+        seen.append(now)
+        return True
+
+
+class IngestServer:
+    """Handlers of the web endpoints, sharing the engine, the settings and a clock."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine,
+        *,
+        clock: Clock | None = None,
+        monotonic: Callable[[], float] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.clock = clock or (lambda: datetime.now(UTC))
+        loop_time = monotonic or (lambda: asyncio.get_running_loop().time())
+        self.rate = RateWindow(REQUESTS_PER_SECOND, loop_time)
+
+    def application(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._refusals])
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_post("/api/appeals", self.api_appeals)
+        app.router.add_post("/ingest/{source}/{token}", self.webhook)
+        app.router.add_post("/ingest/{source}/{token}/{label}", self.webhook)
+        return app
+
+    # --- endpoints ----------------------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        try:
+            async with self.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+                newest = await newest_events(connection)
+        except (OperationalError, DBAPIError, OSError) as exc:
+            logger.warning("health check: database unreachable (%s)", type(exc).__name__)
+            return web.json_response(
+                {"status": "unavailable", "database": "unreachable"}, status=503
+            )
+        sources = {
+            f"{source}:{label}": at.isoformat() for (source, label), at in sorted(newest.items())
+        }
+        return web.json_response({"status": "ok", "database": "ok", "newest_event": sources})
+
+    async def api_appeals(self, request: web.Request) -> web.Response:
+        source = "api"
+        self._check_rate(source)
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not self._token_ok(token.strip()):
+            raise Refused(401, "unauthorized", "bad token")
+        body = await self._body(request)
+        lines = self._api_lines(body)
+        if len(lines) > MAX_API_RECORDS:
+            raise Refused(413, f"at most {MAX_API_RECORDS} records a request", "too many records")
+        rows, problems = validate_json_lines(lines)
+        if problems:
+            await self._record_refusal(source, "invalid records")
+            errors = [_line_problem(problem) for problem in problems]
+            return web.json_response({"errors": errors}, status=422)
+        async with write_transaction(self.engine) as connection:
+            await create_staging(connection)
+            if rows:
+                await stage_rows(connection, rows)
+            new = await merge_staging(connection)
+        received = sum(1 for line in lines if line.strip())
+        logger.info("api: %s appeals received, %s new", received, new)
+        return web.json_response({"received": received, "new": new, "duplicates": received - new})
+
+    async def webhook(self, request: web.Request) -> web.Response:
+        source = request.match_info["source"]
+        # The token is checked first and refused alike on every path, known source or not.
+        if not self._token_ok(request.match_info["token"]):
+            raise Refused(401, "unauthorized", "bad token")
+        adapter = ADAPTERS.get(source)
+        if adapter is None:
+            raise web.HTTPNotFound(text="unknown source")
+        self._check_rate(source)
+        label = request.match_info.get("label", "main")
+        if not _LABEL.fullmatch(label):
+            raise Refused(400, "the label may hold only letters, digits, '-' and '_'", "bad label")
+        body = await self._body(request)
+        if source == "chatwoot":
+            self._check_chatwoot_signature(request, body)
+        payload = _parse_json(body)
+        try:
+            events = adapter(payload, label)
+        except PayloadError as exc:
+            raise Refused(400, str(exc), "bad body") from None
+        delivery = request.headers.get("X-Chatwoot-Delivery") if source == "chatwoot" else None
+        now = self.clock()
+        async with write_transaction(self.engine) as connection:
+            if delivery and not await _first_delivery(connection, source, delivery[:200], now):
+                return web.json_response({"received": len(events), "new": 0, "replayed": True})
+            stored = await store_desk_events(connection, events, received_at=now)
+        return web.json_response({"received": stored.received, "new": stored.new})
+
+    # --- checks -------------------------------------------------------------------------------
+
+    def _token_ok(self, given: str) -> bool:
+        expected = self.settings.ingest_token
+        if expected is None:
+            # Unset turns every ingestion endpoint off; still compare to keep the timing alike.
+            hmac.compare_digest(given.encode(), b"-" * 32)
+            return False
+        return hmac.compare_digest(given.encode(), expected.get_secret_value().encode())
+
+    def _check_rate(self, source: str) -> None:
+        if not self.rate.allow(source):
+            raise Refused(429, "too many requests: at most 20 a second", "rate limit")
+
+    async def _body(self, request: web.Request) -> bytes:
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            raise Refused(413, "the body is larger than 1 MB", "too large")
+        try:
+            # aiohttp stops reading at client_max_size, so a huge body is never held whole.
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise Refused(413, "the body is larger than 1 MB", "too large") from None
+
+    def _check_chatwoot_signature(self, request: web.Request, body: bytes) -> None:
+        secret = self.settings.chatwoot_webhook_secret
+        if secret is None:
+            return
+        stamp = request.headers.get("X-Chatwoot-Timestamp", "")
+        signature = request.headers.get("X-Chatwoot-Signature", "")
+        if not stamp.isascii() or not stamp.isdigit() or len(stamp) > 12:
+            raise Refused(401, "unauthorized", "bad signature")
+        expected = (
+            "sha256="
+            + hmac.new(
+                secret.get_secret_value().encode(), stamp.encode() + b"." + body, hashlib.sha256
+            ).hexdigest()
+        )
+        if not hmac.compare_digest(signature.encode(), expected.encode()):
+            raise Refused(401, "unauthorized", "bad signature")
+        sent = datetime.fromtimestamp(int(stamp), UTC)
+        if abs(self.clock() - sent) > SIGNATURE_WINDOW:
+            raise Refused(401, "unauthorized", "stale signature")
+
+    def _api_lines(self, body: bytes) -> list[str]:
+        try:
+            content = body.decode("utf-8").removeprefix("\ufeff")
+        except UnicodeDecodeError:
+            raise Refused(400, "the body is not UTF-8 text", "bad body") from None
+        if content.lstrip().startswith("["):
+            records = _parse_json(body)
+            if not isinstance(records, list):
+                raise Refused(400, "expected a JSON array or JSON Lines", "bad body")
+            # One record a "line", numbered from 1 like the lines of JSON Lines.
+            return [json.dumps(record, ensure_ascii=False) for record in records]
+        _check_depth(content)
+        return content.splitlines()
+
+    @web.middleware
+    async def _refusals(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            response: web.StreamResponse = await handler(request)
+            return response
+        except Refused as exc:
+            # The path may hold the token: log the route's name only, never the body.
+            source = request.match_info.get("source", "api")[:16]
+            logger.warning(
+                "refused %s request from %s: %s (%s)",
+                source,
+                request.remote,
+                exc.reason,
+                exc.status,
+            )
+            if exc.status != 429:
+                await self._record_refusal(source, exc.reason)
+            return web.json_response({"error": exc.message}, status=exc.status)
+        except (OperationalError, DBAPIError) as exc:
+            logger.error("ingestion: database problem (%s)", type(exc).__name__)
+            return web.json_response(
+                {"error": "temporary problem with the database: retry later"}, status=503
+            )
+
+    async def _record_refusal(self, source: str, reason: str) -> None:
+        try:
+            async with write_transaction(self.engine) as connection:
+                await connection.execute(
+                    ingest_refusals.insert().values(source=source, reason=reason, at=self.clock())
+                )
+        except (OperationalError, DBAPIError):
+            logger.warning("could not record a refused request (database problem)")
+
+
+async def _first_delivery(connection: Any, source: str, delivery: str, now: datetime) -> bool:
+    """Record a webhook delivery id; False when it was taken before (a replay)."""
+    insert = dialect_insert(connection.dialect.name)
+    result = await connection.execute(
+        insert(desk_deliveries)
+        .values(source=source, delivery_id=delivery, received_at=now)
+        .on_conflict_do_nothing()
+    )
+    return bool(result.rowcount)
+
+
+def _check_depth(content: str) -> None:
+    """Refuse JSON nested deeper than any desk sends before the parser recurses into it."""
+    depth = 0
+    deepest = 0
+    in_string = False
+    escaped = False
+    for char in content:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_JSON_DEPTH:
+                raise Refused(400, "the JSON is nested too deeply", "bad body")
+        elif char in "]}":
+            depth -= 1
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        content = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Refused(400, "the body is not UTF-8 text", "bad body") from None
+    _check_depth(content)
+    try:
+        return json.loads(content, parse_int=_bounded_int, parse_constant=_no_constant)
+    except (json.JSONDecodeError, ValueError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise Refused(400, f"the body is not valid JSON: {reason}", "bad body") from None
+
+
+def _bounded_int(digits: str) -> int:
+    # int() of a 5,000-digit number is refused by Python itself; anything this long is no id.
+    if len(digits) > 20:
+        raise ValueError("a number has too many digits")
+    return int(digits)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _line_problem(problem: str) -> dict[str, Any]:
+    """{"line": N, "reason": "..."} from the importer's "line N: reason"."""
+    head, _, reason = problem.partition(": ")
+    number = head.removeprefix("line ")
+    if number.isdigit():
+        return {"line": int(number), "reason": reason}
+    return {"line": None, "reason": problem}
+
+
+async def start_web(server: IngestServer, host: str, port: int) -> web.AppRunner:
+    """Start serving; a port already in use raises OSError for the caller to report."""
+    runner = web.AppRunner(server.application(), access_log_format='%a "%r" %s %b %Tfs')
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    return runner
