@@ -34,7 +34,8 @@ async def answer_report(
     lang: str,
     zone: ZoneInfo,
 ) -> None:
-    periods = parse_period(period_text, now=clock(), tz=zone)
+    now = clock()
+    periods = parse_period(period_text, now=now, tz=zone)
     await send_report(
         bot,
         chat_id,
@@ -45,6 +46,7 @@ async def answer_report(
         lang=lang,
         delimiter=settings.delimiter_for(lang),
         keyboard=report_keyboard(report_filter, _),
+        now=now,
     )
 
 

@@ -73,6 +73,12 @@ class Report:
     all_clients: int
     current: Metrics
     previous: Metrics
+    # How fresh the data is: the newest stored appeal or desk event, and when the report was
+    # made; the shell fills them in (None: not shown).
+    data_until: datetime | None = None
+    as_of: datetime | None = None
+    # Desk sources (e.g. "chatwoot:main") that used to send and have been silent since then.
+    silent_sources: tuple[tuple[str, datetime], ...] = ()
 
     @property
     def is_empty(self) -> bool:

@@ -2,14 +2,17 @@
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from html import escape
 from typing import TypeVar
 
 from reports.i18n import (
+    format_date,
     format_number,
     format_percent_change,
     format_range,
     format_signed,
+    format_time,
     translator,
 )
 from reports.model import AppKey, Metrics, Report
@@ -92,6 +95,7 @@ def render_text(report: Report, *, lang: str, html: bool = True, title: str | No
             timezone=m.text(report.period.tz_name),
         )
     )
+    lines.extend(_freshness(report, lang, m))
     if report.filter.channel is not None and report.filter.app is not None:
         lines.append(
             m.line(
@@ -200,3 +204,58 @@ def _tops(now: Metrics, lang: str, m: _Markup) -> list[str]:
             )
         )
     return lines
+
+
+def _freshness(report: Report, lang: str, m: "_Markup") -> list[str]:
+    """ "Data up to 14:32, 2 minutes ago", and a warning per desk source that went silent."""
+    t = translator(lang)
+    _ = t.gettext
+    lines: list[str] = []
+    if report.as_of is not None:
+        if report.data_until is None:
+            lines.append(m.italic(_("No data has been received yet.")))
+        else:
+            lines.append(
+                m.line(
+                    _("Data up to {moment} ({ago})"),
+                    moment=m.text(_local_moment(report.data_until, report, lang)),
+                    ago=m.text(_ago(report.as_of - report.data_until, lang)),
+                )
+            )
+    for source, since in report.silent_sources:
+        lines.append(
+            m.line(
+                _("⚠ No data from {source} since {moment}: check its webhook."),
+                source=m.bold(shorten(source)),
+                moment=m.text(_local_moment(since, report, lang)),
+            )
+        )
+    return lines
+
+
+def _local_moment(moment: datetime, report: Report, lang: str) -> str:
+    local = moment.astimezone(report.period.tz)
+    today = (report.as_of or moment).astimezone(report.period.tz).date()
+    if local.date() == today:
+        return format_time(local)
+    return f"{format_date(local.date(), lang)}, {format_time(local)}"
+
+
+def _ago(elapsed: timedelta, lang: str) -> str:
+    t = translator(lang)
+    minutes = max(0, int(elapsed.total_seconds() // 60))
+    if minutes < 1:
+        return t.gettext("just now")
+    if minutes < 60:
+        return t.ngettext("{count} minute ago", "{count} minutes ago", minutes).format(
+            count=format_number(minutes, lang)
+        )
+    hours = minutes // 60
+    if hours < 48:
+        return t.ngettext("{count} hour ago", "{count} hours ago", hours).format(
+            count=format_number(hours, lang)
+        )
+    days = hours // 24
+    return t.ngettext("{count} day ago", "{count} days ago", days).format(
+        count=format_number(days, lang)
+    )

@@ -282,6 +282,7 @@ async def test_yesterday_on_the_hand_counted_day_gives_exact_numbers(
             [
                 "<b>Clients report</b>",
                 "Period: 10 Nov 2026 (Europe/Moscow)",
+                "Data up to 00:00 (12 hours ago)",
                 "Changes vs <i>9 Nov</i>",
                 "",
                 "All clients: <b>5</b>",
@@ -328,6 +329,7 @@ async def test_an_empty_period_sends_the_text_and_the_csv_but_no_pies(
             [
                 "Clients report",
                 "Period: 5 Nov 2026 (Europe/Moscow)",
+                "Data up to 00:00 (12 hours ago)",
                 "",
                 "All clients: 5",
                 "No appeals in this period.",
@@ -418,7 +420,10 @@ async def test_pressing_yesterday_under_a_report_answers_and_sends_a_new_report(
         assert live.tg.errors() == []
         assert live.sent_methods() == REPORT * 2
         second = after[1].result
-        assert second["text"].startswith("Clients report\nPeriod: 10 Nov 2026 (Europe/Moscow)\n")
+        assert second["text"].startswith(
+            "Clients report\nPeriod: 10 Nov 2026 (Europe/Moscow)\n"
+            "Data up to 00:00 (12 hours ago)\n"
+        )
         assert "\nWrote: 4 · +3 (+300%)\n" in second["text"]
         assert second["reply_markup"] == report_message["reply_markup"]
         document = after[3].file("document")
@@ -521,6 +526,7 @@ async def test_a_russian_user_gets_russian_text_and_a_semicolon_csv_with_bom(
             [
                 "<b>Отчёт по клиентам</b>",
                 "Период: 10 ноября 2026 (Europe/Moscow)",
+                "Данные до 00:00 (12 часов назад)",
                 "Изменения к периоду <i>9 ноября</i>",
                 "",
                 "Клиенты всего: <b>5</b>",

@@ -262,6 +262,8 @@ class DigestRunner:
                 lang=due.lang,
                 delimiter=self.settings.delimiter_for(due.lang),
                 title=title,
+                now=self.clock(),
+                silent_after=timedelta(hours=self.settings.source_silent_hours),
             )
         except ReportError as error:
             # The data changed since the digest was set up (a channel is gone): say so instead.

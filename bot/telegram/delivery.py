@@ -9,7 +9,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 
 from aiogram import Bot
 from aiogram.exceptions import (
@@ -22,6 +23,7 @@ from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, InputMediaPho
 from aiogram.utils.chat_action import ChatActionSender
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.ingest.status import newest_data, silent_sources
 from bot.rendering import Renderer
 from reports.bundle import ReportBundle
 from reports.errors import N_
@@ -69,9 +71,26 @@ async def produce_bundle(
     lang: str,
     delimiter: str,
     title: str | None = None,
+    now: datetime | None = None,
+    silent_after: timedelta | None = None,
 ) -> ReportBundle:
+    """Compute and render one report; with `silent_after` (digests) it also warns of desk
+    sources silent for longer than that."""
+    as_of = now or datetime.now(UTC)
     async with engine.connect() as connection:
         report = await build_report(connection, periods, report_filter)
+        data_until = await newest_data(connection)
+        silent = (
+            await silent_sources(connection, now=as_of, silent_after=silent_after)
+            if silent_after is not None
+            else []
+        )
+    report = replace(
+        report,
+        data_until=data_until,
+        as_of=as_of,
+        silent_sources=tuple((f"{source}:{label}", at) for source, label, at in silent),
+    )
     return await renderer.render(report, lang=lang, delimiter=delimiter, title=title)
 
 
@@ -161,6 +180,7 @@ async def send_report(
     lang: str,
     delimiter: str,
     keyboard: InlineKeyboardMarkup | None = None,
+    now: datetime | None = None,
 ) -> ReportBundle:
     """Compute, render and send one report in answer to a command."""
     started = time.perf_counter()
@@ -173,6 +193,7 @@ async def send_report(
             report_filter=report_filter,
             lang=lang,
             delimiter=delimiter,
+            now=now,
         )
 
     async def tell_user(part: str, exc: Exception) -> None:
