@@ -143,10 +143,13 @@ async def reconcile_forever(
         except SyncError as exc:
             logger.warning("chatwoot reconcile %s failed: %s; next try in %gs", label, exc, every)
         except Exception as exc:  # noqa: BLE001 - a round must never end the loop
+            # The database's first line says what went wrong; the log filter redacts secrets.
+            detail = (str(exc).splitlines() or [""])[0][:200]
             logger.warning(
-                "chatwoot reconcile %s failed: %s; next try in %gs",
+                "chatwoot reconcile %s failed: %s: %s; next try in %gs",
                 label,
                 type(exc).__name__,
+                detail,
                 every,
             )
         await sleep(every)
@@ -268,15 +271,25 @@ class _Sweep:
         number = 1
         if below is not None:
             number = await _first_page_at_or_below(self.client, self.session, below)
+        previous: list[Any] | None = None
         while True:
             page = await self.client.page(self.session, number)
+            ids = [conversation.get("id") for conversation in page.conversations]
+            if ids and ids == previous:
+                # A proxy or an old version that ignores `page` would loop here for ever.
+                raise SyncError(
+                    f"Chatwoot at {self.client.base} answered page {number} with the "
+                    "conversations of the page before: is CHATWOOT_API_URL the desk itself?"
+                )
+            previous = ids
             oldest, events = self._events(page, since, below)
-            done = oldest is None or oldest < since
+            # The list ends with an empty page; a page of unreadable conversations does not end it.
+            done = not page.conversations or (oldest is not None and oldest < since)
             async with write_transaction(self.engine) as connection:
                 stored = await store_desk_events(connection, events, received_at=self.clock())
                 if done:
                     await self._finish(connection, began)
-                elif self.resumable:
+                elif self.resumable and oldest is not None:
                     # The mark's `updated_at` holds when its sweep began: the watermark to be.
                     await _write_state(connection, _resume_label(self.label), oldest, began)
             self.totals.new_events += stored.new

@@ -30,6 +30,8 @@ class FakeConversation:
     created_at: datetime
     last_activity_at: datetime
     channel: str
+    # Fields replaced in the answer, to serve a conversation the client cannot use.
+    override: dict[str, Any] = field(default_factory=dict)
 
     def rest(self) -> dict[str, Any]:
         """The fields of Chatwoot's conversation partial that matter, plus some that do not."""
@@ -50,7 +52,7 @@ class FakeConversation:
             "messages": [],
             "labels": [],
             "unread_count": 0,
-        }
+        } | self.override
 
 
 def generate(count: int, *, start: datetime = BASE_TIME) -> list[FakeConversation]:
@@ -93,6 +95,8 @@ class FakeChatwoot:
     drop_on: set[int] = field(default_factory=set)
     # Every request for a page above this fails with 500, for as long as it is set.
     fail_after_page: int | None = None
+    # Answer every page with the first one, as a server that ignores `page` would.
+    ignore_page: bool = False
     requests: list[Request] = field(default_factory=list)
     _runner: web.AppRunner | None = None
     port: int = 0
@@ -159,7 +163,8 @@ class FakeChatwoot:
         if params.get("status", "open") != "all":
             listed = [c for c in listed if c.status == params.get("status", "open")]
         ordered = sorted(listed, key=lambda c: (c.last_activity_at, c.id), reverse=True)
-        chunk = ordered[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+        shown = 1 if self.ignore_page else page
+        chunk = ordered[(shown - 1) * PAGE_SIZE : shown * PAGE_SIZE]
         meta = {
             "mine_count": 0,
             "assigned_count": 0,

@@ -280,6 +280,27 @@ async def test_sync_logs_never_hold_the_token(
     assert TOKEN not in caplog.text
 
 
+async def test_unusable_conversations_are_skipped_not_the_rest(
+    sqlite_engine: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    conversations = generate(30)
+    # The newest page holds no usable timestamp at all; the next one an id with the separator.
+    for item in conversations[5:]:
+        item.override = {"timestamp": None}
+    conversations[4].override = {"id": "12:34"}
+    async with FakeChatwoot(conversations=conversations) as fake:
+        result = await sync_chatwoot(settings_for(fake), sqlite_engine, since=SINCE)
+    assert (result.conversations, result.skipped, result.pages) == (4, 26, 3)
+    assert len(await appeal_ids(sqlite_engine)) == 4
+    assert "conversation 12:34 skipped: conversation id contains" in caplog.text
+
+
+async def test_a_server_that_ignores_the_page_is_refused(sqlite_engine: AsyncEngine) -> None:
+    async with FakeChatwoot(conversations=generate(60), ignore_page=True) as fake:
+        with pytest.raises(SyncError, match="page 2 with the conversations of the page before"):
+            await sync_chatwoot(settings_for(fake), sqlite_engine, since=SINCE)
+
+
 async def test_reconcile_picks_up_changes_between_rounds_and_survives_a_failing_round(
     engine: AsyncEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
