@@ -28,6 +28,7 @@ from typing import Any, TextIO
 import aiohttp
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from yarl import URL
 
 from bot.config import Settings
 from bot.ingest.chatwoot import SOURCE, conversation_event
@@ -218,7 +219,7 @@ async def _sync(
             )
             await sweep.run(since, began=resume.updated_at, below=resume.synced_until)
             # What became active while that sweep was away is at the top of the list.
-            since = resume.updated_at - OVERLAP
+            since = max(since, resume.updated_at - OVERLAP)
         await sweep.run(since, began=clock(), below=None)
     totals = sweep.totals
     if progress is not None:
@@ -448,8 +449,13 @@ class _Client:
         limited = 0
         while True:
             try:
+                # Not following redirects: the token header would go wherever they point.
                 async with session.get(
-                    self.url, params=params, headers=headers, timeout=REQUEST_TIMEOUT
+                    self.url,
+                    params=params,
+                    headers=headers,
+                    timeout=REQUEST_TIMEOUT,
+                    allow_redirects=False,
                 ) as response:
                     if response.status == 200:
                         return _parse_page(await response.json(content_type=None))
@@ -467,6 +473,12 @@ class _Client:
                             f"Chatwoot at {self.base} refused the API token "
                             f"({response.status}): check CHATWOOT_API_TOKEN (an administrator's "
                             "access token, Profile settings → Access token)"
+                        )
+                    if 300 <= response.status < 400:
+                        where = _origin(response.headers.get("Location"))
+                        raise SyncError(
+                            f"Chatwoot at {self.base} redirects the API ({response.status}"
+                            f"{where}): set CHATWOOT_API_URL to the address it redirects to"
                         )
                     if response.status == 404:
                         raise SyncError(
@@ -512,6 +524,15 @@ def _parse_page(body: Any) -> _Page:
     total = meta.get("all_count")
     conversations = [item for item in payload if isinstance(item, dict)]
     return _Page(conversations, total if isinstance(total, int) and total >= 0 else None)
+
+
+def _origin(location: str | None) -> str:
+    """The text ` to <origin>` for an absolute redirect target (never its path), else ""."""
+    try:
+        url = URL(location or "")
+    except ValueError:
+        return ""
+    return f" to {url.origin()}" if url.absolute and url.host else ""
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -97,6 +97,8 @@ class FakeChatwoot:
     fail_after_page: int | None = None
     # Answer every page with the first one, as a server that ignores `page` would.
     ignore_page: bool = False
+    # Answer with a redirect here (an http address in front of an https desk).
+    redirect_to: str | None = None
     requests: list[Request] = field(default_factory=list)
     _runner: web.AppRunner | None = None
     port: int = 0
@@ -138,6 +140,9 @@ class FakeChatwoot:
             self.requests.append(Request(page, params, status))
             return web.json_response(body, status=status, headers=headers)
 
+        if self.redirect_to is not None:
+            self.requests.append(Request(page, params, 301))
+            raise web.HTTPMovedPermanently(self.redirect_to)
         if request.headers.get("api_access_token") != self.token:
             return answer(401, {"errors": ["Invalid Access Token"]})
         if request.match_info["account_id"] != str(self.account_id):

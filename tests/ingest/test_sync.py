@@ -266,6 +266,18 @@ async def test_an_unknown_account_and_an_unreachable_host(sqlite_engine: AsyncEn
     assert TOKEN not in str(caught.value)
 
 
+async def test_a_redirect_is_not_followed_with_the_token(sqlite_engine: AsyncEngine) -> None:
+    elsewhere = "https://desk.example.org/api/v1/accounts/7/conversations?page=1"
+    async with FakeChatwoot(conversations=generate(3), redirect_to=elsewhere) as fake:
+        with pytest.raises(SyncError) as caught:
+            await sync_chatwoot(settings_for(fake), sqlite_engine, since=SINCE)
+    assert str(caught.value) == (
+        f"Chatwoot at {fake.base_url} redirects the API (301 to https://desk.example.org): "
+        "set CHATWOOT_API_URL to the address it redirects to"
+    )
+    assert len(fake.requests) == 1
+
+
 async def test_sync_logs_never_hold_the_token(
     sqlite_engine: AsyncEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
