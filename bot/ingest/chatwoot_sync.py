@@ -10,9 +10,15 @@ its last activity (`timestamp`). What it cannot: the statuses in between. A conv
 and reopened before the sync shows as one appeal until a webhook (or a later reconciliation that
 sees it resolved, then open again) records the cycle; a conversation open now counts one appeal.
 
-Resumable: each page is stored with the sweep's position in one transaction, so an interrupted
-sweep continues below the last stored page. Idempotent: events are keyed by identity, so reading
-a conversation again adds nothing unless its status or last activity changed.
+Resumable: each page is stored with the sweep's position in one transaction (the `sync_state`
+row `<label>.resume`), so an interrupted sweep continues below the last stored page, then reads
+the top of the list for what became active meanwhile. Idempotent: events are keyed by identity,
+so reading a conversation again adds nothing unless its status or last activity changed. The
+`<label>` row's `synced_until` is the watermark reconciliation reads from.
+
+Limits: the list holds only the conversations of the token's inboxes (use an administrator's
+token); a conversation deleted during a sweep shifts the pages below it up by one, so one
+conversation may be missed until it next becomes active.
 """
 
 from __future__ import annotations

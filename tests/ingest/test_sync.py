@@ -195,6 +195,35 @@ async def test_an_interrupted_sync_resumes_below_where_it_stopped(engine: AsyncE
     assert labels == ["main"]
 
 
+async def test_activity_while_a_sweep_was_interrupted_is_caught_up(
+    engine: AsyncEngine,
+) -> None:
+    conversations = generate(250)
+    fake = FakeChatwoot(conversations=conversations, fail_after_page=6)
+    time = VirtualTime()
+    async with fake:
+        settings = settings_for(fake)
+        with pytest.raises(SyncError):
+            await sync_chatwoot(settings, engine, since=SINCE, sleep=time.sleep, clock=time.clock)
+        fake.fail_after_page = None
+        time.now += timedelta(hours=1)
+        # Meanwhile one conversation not read yet is resolved and one read already is reopened:
+        # both jump to the top of the list, above where the sweep continues.
+        unread, read = conversations[19], conversations[239]
+        assert (unread.status, read.status) == ("pending", "resolved")
+        unread.status, unread.last_activity_at = "resolved", time.now - timedelta(minutes=2)
+        read.status, read.last_activity_at = "open", time.now - timedelta(minutes=1)
+        await sync_chatwoot(settings, engine, since=SINCE, sleep=time.sleep, clock=time.clock)
+    ids = await appeal_ids(engine)
+    assert len(ids) == 251
+    assert "chatwoot:main:240:2" in ids
+    async with engine.connect() as connection:
+        kinds = await connection.scalars(
+            select(desk_events.c.kind).where(desk_events.c.conversation_id == "20")
+        )
+        assert sorted(kinds) == ["close", "open"]
+
+
 async def test_rate_limits_are_waited_out_and_failures_retried(engine: AsyncEngine) -> None:
     # Requests 2 and 4 are rate-limited (Retry-After: 7), 5 fails, 7 is cut off mid-body.
     fake = FakeChatwoot(conversations=generate(80), rate_limit_on={2, 4}, fail_on={5}, drop_on={7})
