@@ -1,6 +1,7 @@
 """Composition root: the Bot, the Dispatcher with its routers and middlewares, and polling."""
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.config import Settings
 from bot.digests.clock import DigestClock
 from bot.digests.runner import DigestRunner
+from bot.ingest.chatwoot_sync import reconcile_forever
 from bot.rendering import Renderer
 from bot.storage.engine import session_factory
 from bot.telegram import outbound
@@ -54,6 +56,7 @@ COMMANDS = [
     ("digest", N_("Scheduled digests: /digest daily 09:00")),
     ("timezone", N_("Timezone of this chat: /timezone Europe/Moscow")),
     ("users", N_("People and roles; /grant and /revoke change them")),
+    ("sources", N_("Desk sources: newest event, events today, refused requests")),
     ("help", N_("Commands, periods and metric definitions")),
     ("lang", N_("Language: /lang ru or /lang en")),
 ]
@@ -193,9 +196,19 @@ async def run_polling(settings: Settings, engine: AsyncEngine) -> int:
         web_runner = await _start_web(settings, engine)
         if web_runner is False:
             return 2
+        # History reconciliation recovers what a missed webhook would have told (DESIGN §10).
+        reconcile = (
+            asyncio.create_task(reconcile_forever(settings, engine), name="chatwoot-reconcile")
+            if settings.chatwoot_sync_configured
+            else None
+        )
         try:
             await app.dispatcher.start_polling(app.bot)
         finally:
+            if reconcile is not None:
+                reconcile.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reconcile
             if web_runner is not None:
                 await web_runner.cleanup()
     finally:

@@ -1,21 +1,23 @@
-"""Command line of `python -m bot`: run the bot, migrate, import, demo data and reports."""
+"""Command line of `python -m bot`: run the bot, migrate, import, sync, demo data and reports."""
 
 import argparse
 import asyncio
 import logging
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import Settings, SettingsError, load_settings, zone_named
+from bot.ingest.chatwoot_sync import SyncError, TextProgress, sync_chatwoot
 from bot.ingest.demo import DemoRefused, load_demo
 from bot.ingest.files import ImportFileError, import_file
 from bot.logs import setup_logging
 from bot.storage.engine import create_engine, migrate
+from bot.web.server import LABEL_PATTERN as _LABEL
 from reports.bundle import render_bundle
 from reports.errors import ReportError
 from reports.i18n import translator
@@ -47,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     importing.add_argument("file", type=Path)
     demo = commands.add_parser("demo", help="load a realistic sample data set")
     demo.add_argument("--force", action="store_true", help="replace existing data")
+    sync = commands.add_parser("sync", help="read a desk's history into the event table")
+    sync.add_argument("desk", choices=["chatwoot"])
+    sync.add_argument(
+        "--since", required=True, type=_day, help="first day to read, e.g. 2026-01-01"
+    )
+    sync.add_argument(
+        "--label", default="main", help="the desk account's label in its webhook URL"
+    )
     report = commands.add_parser("report", help="print the client report for a period")
     report.add_argument("period", nargs="+", help="e.g. week, month, 7d, 2026-11-01..2026-11-15")
     report.add_argument("--channel")
@@ -69,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(level, secrets=settings.secrets)
     try:
         return asyncio.run(dispatch(args, settings))
-    except (CliError, DemoRefused) as exc:
+    except (CliError, DemoRefused, SyncError) as exc:
         print(f"error: {exc}", file=sys.stderr)
     except ReportError as exc:
         print(f"error: {exc.localized(translator(settings.language).gettext)}", file=sys.stderr)
@@ -106,9 +116,34 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             )
         elif command == "report":
             await print_report(engine, settings, args)
+        elif command == "sync":
+            await run_sync(engine, settings, args)
         return 0
     finally:
         await engine.dispose()
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date: {text!r} (try 2026-01-01)") from None
+
+
+async def run_sync(engine: AsyncEngine, settings: Settings, args: argparse.Namespace) -> None:
+    if not _LABEL.fullmatch(args.label):
+        raise CliError("--label may hold only letters, digits, '-' and '_' (at most 64)")
+    since = datetime.combine(args.since, time(), tzinfo=settings.zone)
+    bar = TextProgress()
+    try:
+        result = await sync_chatwoot(settings, engine, since=since, label=args.label, progress=bar)
+    finally:
+        bar.finish()
+    skipped = f", {result.skipped} skipped" if result.skipped else ""
+    print(
+        f"synced {result.conversations:,} conversations: {result.new_events:,} new events, "
+        f"{result.pages} pages{skipped}"
+    )
 
 
 async def print_report(engine: AsyncEngine, settings: Settings, args: argparse.Namespace) -> None:

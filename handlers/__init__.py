@@ -2,7 +2,7 @@
 
 from aiogram import Router
 
-from handlers import access, channels, clients, digests, errors, start
+from handlers import access, channels, clients, digests, errors, sources, start
 
 
 def build_routers() -> list[Router]:
@@ -12,6 +12,7 @@ def build_routers() -> list[Router]:
         clients.build_router(),
         channels.build_router(),
         digests.build_router(),
+        sources.build_router(),
         access.build_router(),
         errors.build_router(),
     ]

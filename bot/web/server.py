@@ -43,7 +43,7 @@ REQUESTS_PER_SECOND = 20
 SIGNATURE_WINDOW = timedelta(minutes=5)
 # Deeper JSON than any desk sends is refused before the parser recurses on it.
 MAX_JSON_DEPTH = 64
-_LABEL = re.compile(rf"[A-Za-z0-9_-]{{1,{LABEL_MAX}}}")
+LABEL_PATTERN = re.compile(rf"[A-Za-z0-9_-]{{1,{LABEL_MAX}}}")
 ADAPTERS: dict[str, Callable[[Any, str], list[DeskEvent]]] = {
     "chatwoot": chatwoot.events_from_webhook,
     "blinger": blinger.events_from_webhook,
@@ -158,7 +158,7 @@ class IngestServer:
             raise web.HTTPNotFound(text="unknown source")
         self._check_rate(source)
         label = request.match_info.get("label", "main")
-        if not _LABEL.fullmatch(label):
+        if not LABEL_PATTERN.fullmatch(label):
             raise Refused(400, "the label may hold only letters, digits, '-' and '_'", "bad label")
         body = await self._body(request)
         if source == "chatwoot":
