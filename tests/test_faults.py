@@ -731,6 +731,8 @@ async def test_sigterm_during_a_report_lets_it_finish_and_exits_cleanly(tmp_path
             "TIMEZONE": "Europe/Moscow",
             "LANGUAGE": "en",
             "PYTHONUNBUFFERED": "1",
+            # This test is about polling; the web server has its own (tests/ingest).
+            "WEB_PORT": "0",
         }
         env.pop("CSV_DELIMITER", None)
         with output.open("wb") as sink:
