@@ -122,7 +122,7 @@ class Settings(BaseSettings):
         """Every secret value, for the log redaction."""
         values = [self.bot_token, self.ingest_token, self.chatwoot_webhook_secret]
         values.append(self.chatwoot_api_token)
-        return [value.get_secret_value() for value in values if value is not None]
+        return [value.get_secret_value() for value in values if value and value.get_secret_value()]
 
     @property
     def zone(self) -> ZoneInfo:
