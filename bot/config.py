@@ -6,14 +6,27 @@ from zoneinfo import ZoneInfo, available_timezones
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///data/bot.db"
 MIN_INGEST_TOKEN = 24
+CSV_DELIMITERS = frozenset(";,|:\t")
+DATABASE_DRIVERS = {"sqlite+aiosqlite", "postgresql+asyncpg"}
+
+
+# Names the tz database ships that are no place: the host's own zone, a placeholder, aliases
+# of the POSIX and leap-second trees.
+_NOT_PLACES = frozenset({"localtime", "Factory", "posixrules"})
 
 
 @cache
 def _zone_names() -> frozenset[str]:
-    return frozenset(available_timezones())
+    return frozenset(
+        name
+        for name in available_timezones()
+        if name not in _NOT_PLACES and not name.startswith(("posix/", "right/"))
+    )
 
 
 def zone_named(name: str) -> ZoneInfo | None:
@@ -73,8 +86,30 @@ class Settings(BaseSettings):
             return None
         if value == r"\t":
             return "\t"
-        if not isinstance(value, str) or len(value) != 1 or value in "\"'\r\n":
-            raise ValueError("must be a single character such as ; or ,")
+        # A letter or digit would split values apart; quotes and line ends break the format.
+        if not isinstance(value, str) or len(value) != 1 or value not in CSV_DELIMITERS:
+            raise ValueError("must be one of ; , | : or \\t (a tab)")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        try:
+            driver = make_url(value).drivername
+        except ArgumentError:
+            raise ValueError(
+                "not a database URL (try sqlite+aiosqlite:///data/bot.db or "
+                "postgresql+asyncpg://user:password@host:5432/dbname)"
+            ) from None
+        if driver not in DATABASE_DRIVERS:
+            hint = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}.get(
+                driver.split("+")[0]
+            )
+            suggestion = f" (use {hint}://...)" if hint else ""
+            raise ValueError(
+                f"unsupported database {driver!r}: SQLite (sqlite+aiosqlite) or PostgreSQL "
+                f"(postgresql+asyncpg) only{suggestion}"
+            )
         return value
 
     @field_validator("ingest_token", mode="before")
