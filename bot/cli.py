@@ -3,8 +3,10 @@
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from bot.config import Settings, SettingsError, load_settings, zone_named
 from bot.ingest.chatwoot_sync import SyncError, TextProgress, sync_chatwoot
 from bot.ingest.demo import DemoRefused, load_demo
 from bot.ingest.files import ImportFileError, import_file
+from bot.ingest.status import newest_data
 from bot.logs import setup_logging
 from bot.storage.engine import create_engine, migrate
 from bot.web.server import LABEL_PATTERN as _LABEL
@@ -88,6 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SQLAlchemyError as exc:
         first_line = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         print(f"error: database problem: {first_line}", file=sys.stderr)
+    except BrokenPipeError:
+        # `report ... | head -3`: the reader left early; end quietly, as Unix tools do, and keep
+        # the interpreter from failing again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
     return 1
@@ -150,11 +158,13 @@ async def print_report(engine: AsyncEngine, settings: Settings, args: argparse.N
     zone = zone_named(args.tz) if args.tz else settings.zone
     if zone is None:
         raise CliError(f"unknown timezone {args.tz!r} (try Europe/Moscow)")
-    periods = parse_period(" ".join(args.period), now=datetime.now(UTC), tz=zone)
+    now = datetime.now(UTC)
+    periods = parse_period(" ".join(args.period), now=now, tz=zone)
     async with engine.connect() as connection:
         report = await build_report(
             connection, periods, ReportFilter(channel=args.channel, app=args.app)
         )
+        report = replace(report, data_until=await newest_data(connection), as_of=now)
     lang = settings.language
     bundle = render_bundle(report, lang=lang, delimiter=settings.delimiter_for(lang), html=False)
     print(bundle.text)
