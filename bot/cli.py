@@ -109,6 +109,8 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         if command == "run":
             return await run_bot(settings, engine)
         if command == "import":
+            if args.file.is_dir():
+                raise CliError(f"{args.file} is a directory: name one .csv or .jsonl file")
             if not args.file.is_file():
                 raise CliError(f"no such file: {args.file}")
             result = await import_file(engine, args.file)
