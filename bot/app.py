@@ -15,6 +15,7 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiogram.exceptions import (
     ClientDecodeError,
+    TelegramAPIError,
     TelegramNetworkError,
     TelegramServerError,
     TelegramUnauthorizedError,
@@ -139,12 +140,15 @@ def build_application(
         settings, engine, clock=clock, renderer=renderer, digest_clock=digest_clock
     )
 
+    menu = CommandMenu(bot, settings.language)
+
     async def on_startup(bot: Bot) -> None:
-        await set_commands(bot, settings.language)
+        await menu.set_or_retry_later()
         await renderer.warm_up()
         await digest_clock.start()
 
     dispatcher.startup.register(on_startup)
+    dispatcher.shutdown.register(menu.stop)
     dispatcher.shutdown.register(digest_clock.shutdown)
     return Application(bot=bot, dispatcher=dispatcher, digests=runner, digest_clock=digest_clock)
 
@@ -159,6 +163,61 @@ async def set_commands(bot: Bot, default_language: str) -> None:
         await bot.set_my_commands(command_menu(language), language_code=language)
     # Users whose Telegram language is neither get the LANGUAGE setting's menu.
     await bot.set_my_commands(command_menu(default_language))
+
+
+class CommandMenu:
+    """Sets the command menu at start; if Telegram refuses, the bot serves anyway and retries.
+
+    The menu is a convenience: a 500 or a long 429 on setMyCommands must not stop the start.
+    """
+
+    def __init__(
+        self,
+        bot: Bot,
+        language: str,
+        *,
+        start_timeout: float = 10.0,
+        first_delay: float = 60.0,
+        max_delay: float = 3600.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.bot, self.language = bot, language
+        # A 429 with a long retry_after is waited out by the retry middleware: at start the
+        # menu gets this long, then the rest of the wait happens in the background.
+        self.start_timeout = start_timeout
+        self.first_delay, self.max_delay, self._sleep = first_delay, max_delay, sleep
+        self._retry: asyncio.Task[None] | None = None
+
+    async def set_or_retry_later(self) -> None:
+        try:
+            async with asyncio.timeout(self.start_timeout):
+                await set_commands(self.bot, self.language)
+        except (TelegramAPIError, ClientDecodeError, TimeoutError) as exc:
+            logger.warning(
+                "command menu not set (%s: %s); the bot serves without it and retries",
+                type(exc).__name__,
+                exc,
+            )
+            self._retry = asyncio.create_task(self._keep_trying(), name="command-menu")
+
+    async def _keep_trying(self) -> None:
+        delay = self.first_delay
+        while True:
+            await self._sleep(delay)
+            try:
+                await set_commands(self.bot, self.language)
+            except (TelegramAPIError, ClientDecodeError) as exc:
+                delay = min(delay * 2, self.max_delay)
+                logger.warning("command menu still not set (%s); next try in %.0f s", exc, delay)
+                continue
+            logger.info("command menu set")
+            return
+
+    async def stop(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retry
 
 
 async def wait_for_telegram(

@@ -2,6 +2,8 @@
 
 import logging
 import sys
+import threading
+from types import TracebackType
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 REDACTED = "<token>"
@@ -40,5 +42,28 @@ def setup_logging(level: int, secrets: list[str]) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # An exception nobody caught is printed through the same handler, so it is redacted too
+    # (a traceback of a network error can quote the request URL, which carries the token).
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
     # Alembic narrates every start ("Context impl SQLiteImpl"); only its problems matter.
     logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
+
+
+def _log_uncaught(
+    kind: type[BaseException], value: BaseException, trace: TracebackType | None
+) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value, trace)
+        return
+    logging.getLogger("bot").critical("uncaught exception", exc_info=(kind, value, trace))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is None:
+        return
+    logging.getLogger("bot").critical(
+        "uncaught exception in thread %s",
+        args.thread.name if args.thread else "?",
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )

@@ -1,0 +1,117 @@
+"""A command menu Telegram refuses at start is retried later; the bot starts and no token leaks."""
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.app import CommandMenu, build_bot
+from bot.config import load_settings
+from tests.fake_telegram import FakeTelegram
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "123456:TEST-token"
+ADMIN = 42
+
+
+@pytest.mark.parametrize(
+    ("status", "description"),
+    [
+        (500, f"Internal error at /bot{TOKEN}/setMyCommands"),
+        (400, f"Bad Request: bad path /bot{TOKEN}/setMyCommands"),
+    ],
+)
+async def test_the_bot_starts_serving_when_set_my_commands_keeps_failing(
+    tmp_path: Path, status: int, description: str
+) -> None:
+    log = tmp_path / "bot.log"
+    async with FakeTelegram(token=TOKEN) as tg:
+        tg.fail_next("setMyCommands", status, description=description, times=3)
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("CSV_", "WEB_"))},
+            "BOT_TOKEN": TOKEN,
+            "TELEGRAM_API_URL": tg.base_url,
+            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}",
+            "ADMIN_IDS": str(ADMIN),
+            "LANGUAGE": "en",
+            "WEB_PORT": "0",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": str(ROOT),
+        }
+        with log.open("wb") as sink:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot", cwd=tmp_path, env=env, stdout=sink, stderr=sink
+            )
+        try:
+            await tg.wait_polling(timeout=90)
+            tg.send_message("/help", chat_id=ADMIN, user_id=ADMIN)
+            await tg.wait_for("sendMessage", timeout=60)
+            process.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(process.wait(), 60)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    output = log.read_text()
+    assert code == 0, output
+    assert "Traceback" not in output
+    assert TOKEN not in output
+    assert "command menu not set" in output
+
+
+async def test_a_refused_menu_is_retried_in_the_background_until_it_is_set(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with FakeTelegram(token=TOKEN) as tg:
+        bot = build_bot(
+            load_settings(_env_file=None, bot_token=TOKEN, telegram_api_url=tg.base_url)
+        )
+        # 4 failed requests: the first attempt (no retry middleware here) and 3 retries.
+        tg.fail_next("setMyCommands", 500, times=4)
+        delays: list[float] = []
+
+        async def record(delay: float) -> None:
+            delays.append(delay)
+
+        menu = CommandMenu(bot, "en", first_delay=60, max_delay=200, sleep=record)
+        caplog.set_level(logging.INFO, logger="bot.app")
+        try:
+            await menu.set_or_retry_later()
+            assert menu._retry is not None
+            await menu._retry
+        finally:
+            await bot.session.close()
+    assert delays == [60, 120, 200, 200]
+    assert tg.commands(language_code="en") != []
+    assert "command menu set" in caplog.text
+
+
+async def test_a_menu_that_waits_too_long_at_start_is_left_to_the_background() -> None:
+    async with FakeTelegram(token=TOKEN) as tg:
+        bot = build_bot(
+            load_settings(_env_file=None, bot_token=TOKEN, telegram_api_url=tg.base_url)
+        )
+        started = asyncio.Event()
+        release = asyncio.Event()
+
+        async def hang(delay: float) -> None:
+            started.set()
+            await release.wait()
+
+        async def never_answers(*_args: object, **_kwargs: object) -> None:
+            await asyncio.Event().wait()
+
+        bot.set_my_commands = never_answers  # type: ignore[method-assign]
+        menu = CommandMenu(bot, "en", start_timeout=0.01, sleep=hang)
+        try:
+            await menu.set_or_retry_later()
+            await started.wait()
+            assert menu._retry is not None and not menu._retry.done()
+            await menu.stop()
+            assert menu._retry.cancelled()
+        finally:
+            await bot.session.close()
