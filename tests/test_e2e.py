@@ -504,7 +504,7 @@ async def test_startup_sets_the_commands_in_every_language_and_calls_get_me_firs
         assert live.tg.commands(language_code="ru") == listed("ru")
         assert live.tg.commands(language_code="en") == listed("en")
         assert live.tg.commands() == listed("en")  # the LANGUAGE setting of app_settings
-        names = ["clients", "channels", "digest", "timezone", "users", "help", "lang"]
+        names = ["clients", "channels", "digest", "timezone", "users", "sources", "help", "lang"]
         assert [c["command"] for c in live.tg.commands()] == names
         # The Russian menu really is translated.
         assert live.tg.commands(language_code="ru")[0]["description"].startswith("Отчёт")
