@@ -251,7 +251,8 @@ class IngestServer:
             if exc.status != 429:
                 await self._record_refusal(source, exc.reason)
             return web.json_response({"error": exc.message}, status=exc.status)
-        except (OperationalError, DBAPIError) as exc:
+        except (OperationalError, DBAPIError, OSError) as exc:
+            # asyncpg raises a bare OSError (connection refused) when PostgreSQL is down.
             logger.error("ingestion: database problem (%s)", type(exc).__name__)
             return web.json_response(
                 {"error": "temporary problem with the database: retry later"}, status=503
@@ -263,7 +264,7 @@ class IngestServer:
                 await connection.execute(
                     ingest_refusals.insert().values(source=source, reason=reason, at=self.clock())
                 )
-        except (OperationalError, DBAPIError):
+        except (OperationalError, DBAPIError, OSError):
             logger.warning("could not record a refused request (database problem)")
 
 

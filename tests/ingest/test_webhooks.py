@@ -531,3 +531,31 @@ async def test_a_body_that_is_not_json_is_400(sqlite_engine: AsyncEngine, body: 
             assert response.status == 400
             message = (await response.json())["error"]
             assert "\n" not in message and len(message) < 200
+
+
+@pytest.mark.parametrize("where", ["sqlite in a removed directory", "postgres on a closed port"])
+async def test_ingestion_is_503_and_refusals_keep_their_status_without_a_database(
+    tmp_path: Path, where: str
+) -> None:
+    # Regression: asyncpg's ConnectionRefusedError (an OSError) escaped as a 500.
+    if where.startswith("sqlite"):
+        url = f"sqlite+aiosqlite:///{tmp_path / 'gone' / 'bot.db'}"
+    else:
+        url = "postgresql+asyncpg://postgres@127.0.0.1:9/test"
+    engine = create_engine(url)
+    try:
+        async with ingest_client(engine) as (client, _):
+            webhook = await client.post(
+                f"/ingest/blinger/{TOKEN}", data=raw("blinger_on_incoming_message")
+            )
+            assert webhook.status == 503
+            assert "retry" in (await webhook.json())["error"]
+            api = await client.post("/api/appeals", json=[record(1)], headers=bearer())
+            assert api.status == 503
+            # A refusal is answered as such even when it cannot be recorded.
+            wrong = await client.post("/ingest/blinger/wrong", data=b"{}")
+            assert wrong.status == 401
+            bad = await client.post(f"/ingest/blinger/{TOKEN}", data=b"{")
+            assert bad.status == 400
+    finally:
+        await engine.dispose()
