@@ -58,7 +58,11 @@ def instant(value: Any, what: str) -> datetime:
             raise PayloadError(f"{what} is not a timestamp") from None
         if moment.tzinfo is None:
             raise PayloadError(f"{what} has no UTC offset")
-        moment = moment.astimezone(UTC)
+        try:
+            moment = moment.astimezone(UTC)
+        except OverflowError:
+            # 0001-01-01T00:00+14:00 is before datetime.min in UTC (9999 at -14:00 after max).
+            raise PayloadError(f"{what} is outside 2000-2099") from None
     else:
         raise PayloadError(f"{what} must be Unix seconds or an ISO 8601 string")
     if not EARLIEST <= moment < LATEST:
