@@ -129,7 +129,6 @@ CASES = [
         "chatwoot",
         chatwoot_with(setter("id", value=f"m{LONE_SURROGATE}")),
         400,
-        bug="lone surrogate reaches the database: 500",
     ),
     Case(
         "cw conversation id with ':'",
@@ -184,7 +183,18 @@ CASES = [
         "chatwoot",
         chatwoot_with(setter("inbox", "name", value=f"Support {LONE_SURROGATE}")),
         400,
-        bug="lone surrogate reaches the database: 500",
+    ),
+    Case(
+        "cw channel lone surrogate",
+        "chatwoot",
+        chatwoot_with(setter("conversation", "channel", value=f"Channel::{LONE_SURROGATE}")),
+        400,
+    ),
+    Case(
+        "cw contact id lone surrogate",
+        "chatwoot",
+        chatwoot_with(setter("conversation", "meta", "sender", "id", value=LONE_SURROGATE)),
+        400,
     ),
     # --- Chatwoot: timestamps
     Case(
@@ -352,7 +362,6 @@ CASES = [
         "blinger",
         blinger_with(setter("conversation", "from_user", "user_id", value=LONE_SURROGATE)),
         400,
-        bug="lone surrogate reaches the database: 500",
     ),
     Case(
         "bl no from_user",
@@ -401,7 +410,6 @@ CASES = [
         "blinger",
         blinger_with(setter("conversation", "account", value={"name": LONE_SURROGATE})),
         400,
-        bug="lone surrogate reaches the database: 500",
     ),
     Case("bl wrong token", "blinger", BL, 401, path="/../nope"),
     Case("bl huge label", "blinger", BL, 400, path="/" + "b" * 300),
@@ -448,6 +456,20 @@ CASES = [
     ),
     Case("api created_at a number", "api", api(API_RECORD | {"created_at": 1764496800}), 422),
     Case("api a good line and a bad one", "api", api(API_RECORD, API_RECORD | {"x": 1}), 422),
+    Case(
+        "api lone surrogate in a line",
+        "api",
+        api(API_RECORD | {"client_id": LONE_SURROGATE}),
+        422,
+        bug="files.py validate_json_lines lets a lone surrogate through: 500 (not ours)",
+    ),
+    Case(
+        "api lone surrogate in an array",
+        "api",
+        b"[" + api(API_RECORD | {"app": LONE_SURROGATE}) + b"]",
+        422,
+        bug="files.py validate_json_lines lets a lone surrogate through: 500 (not ours)",
+    ),
     Case("api non-UTF-8 body", "api", b'{"appeal_id": "\xe9"}', 400),
     Case(
         "api 10,001 records",
