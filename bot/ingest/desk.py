@@ -270,6 +270,25 @@ async def _app_name(
         return name
     if mapped.name == name:
         return name
+    sharing = await connection.scalar(
+        select(func.count()).select_from(desk_apps).where(desk_apps.c.app_id == mapped.id)
+    )
+    if sharing and sharing > 1:
+        # Another inbox (of another desk account, say, also still "inbox 2") stands for the
+        # same app: renaming it in place would rename that inbox's history too. This inbox
+        # moves to an app of its new name, with its appeals.
+        app = await _app_id(connection, channel, name)
+        await connection.execute(
+            desk_apps.update()
+            .where(
+                desk_apps.c.source == source,
+                desk_apps.c.label == label,
+                desk_apps.c.app_key == app_key,
+            )
+            .values(app_id=app)
+        )
+        await _move_inbox_appeals(connection, source, label, app_key, int(mapped.id), app)
+        return name
     taken = await connection.scalar(
         select(apps.c.id).where(apps.c.channel == channel, apps.c.name == name)
     )
@@ -278,6 +297,29 @@ async def _app_name(
         return str(mapped.name)
     await connection.execute(apps.update().where(apps.c.id == mapped.id).values(name=name))
     return name
+
+
+async def _move_inbox_appeals(
+    connection: AsyncConnection, source: str, label: str, app_key: str, old: int, new: int
+) -> None:
+    """Point the stored appeals of the inbox's conversations from app `old` to app `new`."""
+    conversations = await connection.execute(
+        select(desk_events.c.conversation_id)
+        .where(
+            desk_events.c.source == source,
+            desk_events.c.label == label,
+            desk_events.c.app_key == app_key,
+        )
+        .distinct()
+    )
+    for (conversation_id,) in conversations.all():
+        ids = list(await _stored_appeals(connection, source, label, conversation_id))
+        if ids:
+            await connection.execute(
+                appeals.update()
+                .where(appeals.c.external_id.in_(ids), appeals.c.app_id == old)
+                .values(app_id=new)
+            )
 
 
 async def _app_id(connection: AsyncConnection, channel: str, name: str) -> int:

@@ -4,7 +4,6 @@ import random
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -203,8 +202,8 @@ def random_conversations(rng: random.Random, label: str) -> list[DeskEvent]:
     events: list[DeskEvent] = []
     for conversation in range(rng.randint(1, 4)):
         contact = str(rng.randint(1, 3))
-        # Inbox ids unique across labels: shared ones are test_two_desks_with_inbox_2_...
-        inbox = f"{label[1:]}0{rng.randint(1, 2)}"
+        # Every desk account has inboxes 1 and 2 (each with names of its own).
+        inbox = str(rng.randint(1, 2))
         for i in range(rng.randint(1, 10)):
             # Each inbox has its own names (two inboxes sharing a name: see the report).
             name = rng.choice([None, None, f"{label}/{inbox} support", f"{label}/{inbox} sales"])
@@ -321,16 +320,21 @@ async def test_a_renamed_inbox_keeps_one_app_and_renames_it(engine: AsyncEngine)
     assert len(mapped) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (reported, not fixed): two desk accounts' unnamed inboxes with the same id share "
-    "the app 'inbox <id>', so naming one renames the other's history",
-)
-async def test_two_desks_with_inbox_2_keep_their_own_apps(sqlite_engine: AsyncEngine) -> None:
-    await store(sqlite_engine, [event("a", "open", 0, label="shop", app_key="2")])
-    await store(sqlite_engine, [event("b", "open", 0, label="cafe", app_key="2")])
-    await store(
-        sqlite_engine, [event("c", "client", 5, label="cafe", app_key="2", app_name="Cafe")]
-    )
-    apps = {(r[0], r[3]) for r in await appeals_table(sqlite_engine)}
-    assert apps == {("chatwoot:shop:42:1", "inbox 2"), ("chatwoot:cafe:42:1", "Cafe")}
+async def test_two_desks_with_inbox_2_keep_their_own_apps(engine: AsyncEngine) -> None:
+    # Regression: both unnamed inboxes stood for the one app "inbox 2", so naming one renamed
+    # the other desk's history.
+    await store(engine, [event("a", "open", 0, label="shop", app_key="2")])
+    await store(engine, [event("b", "open", 0, label="cafe", app_key="2")])
+    await store(engine, [event("b2", "open", 0, label="cafe", app_key="2", conversation="43")])
+    await store(engine, [event("c", "client", 5, label="cafe", app_key="2", app_name="Cafe")])
+    apps = {(r[0], r[3]) for r in await appeals_table(engine)}
+    assert apps == {
+        ("chatwoot:shop:42:1", "inbox 2"),
+        ("chatwoot:cafe:42:1", "Cafe"),
+        # A conversation of the renamed inbox that got no new event moves with it.
+        ("chatwoot:cafe:43:1", "Cafe"),
+    }
+    await store(engine, [event("d", "client", 6, label="shop", app_key="2", app_name="Shop")])
+    apps = {(r[0], r[3]) for r in await appeals_table(engine)}
+    assert ("chatwoot:shop:42:1", "Shop") in apps
+    assert ("chatwoot:cafe:43:1", "Cafe") in apps
