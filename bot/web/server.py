@@ -12,7 +12,8 @@ import json
 import logging
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.config import Settings
 from bot.ingest import blinger, chatwoot
@@ -97,6 +98,19 @@ class IngestServer:
         self.clock = clock or (lambda: datetime.now(UTC))
         loop_time = monotonic or (lambda: asyncio.get_running_loop().time())
         self.rate = RateWindow(REQUESTS_PER_SECOND, loop_time)
+        # SQLite has one writer: concurrent requests wait their turn here, in order, instead of
+        # in SQLite's busy handler, whose sleeps (growing to 100 ms) can starve one request for
+        # seconds, past Chatwoot's 5 s webhook timeout (it does not retry).
+        self._sqlite_writes = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+
+    @asynccontextmanager
+    async def _writing(self) -> AsyncIterator[AsyncConnection]:
+        if self._sqlite_writes is None:
+            async with write_transaction(self.engine) as connection:
+                yield connection
+            return
+        async with self._sqlite_writes, write_transaction(self.engine) as connection:
+            yield connection
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._refusals])
@@ -139,7 +153,7 @@ class IngestServer:
             await self._record_refusal(source, "invalid records")
             errors = [_line_problem(problem) for problem in problems]
             return web.json_response({"errors": errors}, status=422)
-        async with write_transaction(self.engine) as connection:
+        async with self._writing() as connection:
             await create_staging(connection)
             if rows:
                 await stage_rows(connection, rows)
@@ -170,7 +184,7 @@ class IngestServer:
             raise Refused(400, str(exc), "bad body") from None
         delivery = request.headers.get("X-Chatwoot-Delivery") if source == "chatwoot" else None
         now = self.clock()
-        async with write_transaction(self.engine) as connection:
+        async with self._writing() as connection:
             if delivery and not await _first_delivery(connection, source, delivery[:200], now):
                 return web.json_response({"received": len(events), "new": 0, "replayed": True})
             stored = await store_desk_events(connection, events, received_at=now)
@@ -260,7 +274,7 @@ class IngestServer:
 
     async def _record_refusal(self, source: str, reason: str) -> None:
         try:
-            async with write_transaction(self.engine) as connection:
+            async with self._writing() as connection:
                 await connection.execute(
                     ingest_refusals.insert().values(source=source, reason=reason, at=self.clock())
                 )

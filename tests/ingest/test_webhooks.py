@@ -559,3 +559,47 @@ async def test_ingestion_is_503_and_refusals_keep_their_status_without_a_databas
             assert bad.status == 400
     finally:
         await engine.dispose()
+
+
+async def test_concurrent_writes_on_sqlite_take_turns_in_the_server(
+    sqlite_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: concurrent requests queued in SQLite's busy handler, whose growing sleeps
+    # starved some for seconds (the benchmark saw 4.5 s, past Chatwoot's 5 s timeout).
+    import asyncio
+    from contextlib import asynccontextmanager
+
+    import bot.web.server as web_server
+
+    real = web_server.write_transaction
+    active = 0
+    most = 0
+
+    @asynccontextmanager
+    async def counting(engine: AsyncEngine) -> AsyncIterator[Any]:
+        # Counted from the moment a request asks for the write lock.
+        nonlocal active, most
+        active += 1
+        most = max(most, active)
+        try:
+            async with real(engine) as connection:
+                await asyncio.sleep(0)  # let the other requests run meanwhile
+                yield connection
+        finally:
+            active -= 1
+
+    monkeypatch.setattr(web_server, "write_transaction", counting)
+    clock = Clock()
+    async with ingest_client(sqlite_engine, clock=clock) as (client, server):
+        server.rate.limit = 1000
+        bodies = []
+        for n in range(30):
+            body = payload("blinger_on_incoming_message")
+            body["conversation"]["id"] = 1000 + n
+            bodies.append(body)
+        responses = await asyncio.gather(
+            *(client.post(f"/ingest/blinger/{TOKEN}", json=body) for body in bodies)
+        )
+        assert [r.status for r in responses] == [200] * 30
+    assert most == 1
+    assert len(await appeals_table(sqlite_engine)) == 30
