@@ -454,6 +454,20 @@ CASES = [
         api(API_RECORD | {"created_at": "2026-11-30T10:00:00"}),
         422,
     ),
+    Case(
+        "api created_at year 9999",
+        "api",
+        api(API_RECORD | {"created_at": "9999-12-31T00:00:00Z"}),
+        422,
+        bug="files.py accepts any year for the API and file import (not ours)",
+    ),
+    Case(
+        "api created_at 1970",
+        "api",
+        api(API_RECORD | {"created_at": "1970-01-01T00:00:00Z"}),
+        422,
+        bug="files.py accepts any year for the API and file import (not ours)",
+    ),
     Case("api created_at a number", "api", api(API_RECORD | {"created_at": 1764496800}), 422),
     Case("api a good line and a bad one", "api", api(API_RECORD, API_RECORD | {"x": 1}), 422),
     Case(
