@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -29,6 +30,7 @@ from bot.ingest.desk import DeskEvent, newest_events, store_desk_events
 from bot.ingest.files import validate_json_lines
 from bot.ingest.merge import create_staging, merge_staging, stage_rows
 from bot.ingest.payloads import PayloadError
+from bot.logs import REDACTED
 from bot.storage.engine import dialect_insert, write_transaction
 from bot.storage.tables import LABEL_MAX, desk_deliveries, ingest_refusals
 
@@ -351,9 +353,47 @@ def _line_problem(problem: str) -> dict[str, Any]:
     return {"line": None, "reason": problem}
 
 
+def logged_path(raw_path: str) -> str:
+    """The request's path for the access log: never a token, however it is spelled.
+
+    The redaction of secrets in log lines only knows the token as written; a percent-encoded
+    token (which aiohttp decodes and accepts) or a near miss of it (a typo) would be logged as
+    sent. So the token's segment of /ingest/... is always replaced, an unknown source or a bad
+    label shown as "?", and the query string (where a client may put anything) dropped.
+    """
+    path = raw_path.partition("?")[0]
+    parts = path.split("/")
+    if len(parts) < 3 or parts[1] != "ingest":
+        return path
+    shown = ["", "ingest", parts[2] if parts[2] in ADAPTERS else "?"]
+    if len(parts) > 3:
+        shown.append(REDACTED)
+    for part in parts[4:]:
+        shown.append(part if _LABEL.fullmatch(part) else "?")
+    return "/".join(shown)
+
+
+class AccessLogger(AbstractAccessLogger):
+    """aiohttp's access line (`%a "%r" %s %b %Tfs`) with the path from `logged_path`."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        version = request.version
+        self.logger.info(
+            '%s "%s %s HTTP/%s.%s" %s %s %.6fs',
+            request.remote,
+            request.method,
+            logged_path(request.raw_path),
+            version.major,
+            version.minor,
+            response.status,
+            response.body_length,
+            time,
+        )
+
+
 async def start_web(server: IngestServer, host: str, port: int) -> web.AppRunner:
     """Start serving; a port already in use raises OSError for the caller to report."""
-    runner = web.AppRunner(server.application(), access_log_format='%a "%r" %s %b %Tfs')
+    runner = web.AppRunner(server.application(), access_log_class=AccessLogger)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:

@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yarl
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -406,27 +407,59 @@ async def _log_some_requests(base: str, caplog: pytest.LogCaptureFixture) -> Non
                 await response.read()
     access = [r for r in caplog.records if r.name == "aiohttp.access"]
     assert len(access) == 6
-    assert all(REDACTED in r.getMessage() for r in access)
+    assert sum(REDACTED in r.getMessage() for r in access) == 4
     assert TOKEN not in caplog.text
     assert SECRET not in caplog.text
     assert "Anna" not in caplog.text and "Hello" not in caplog.text
 
 
-async def test_the_access_log_carries_the_token_without_the_redaction(
-    running: tuple[str, IngestServer], caplog: pytest.LogCaptureFixture
+ENCODED_TOKEN = "".join(f"%{ord(char):02X}" for char in TOKEN)
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        (f"/ingest/blinger/{TOKEN}", 200),
+        # aiohttp decodes the path, so the percent-encoded token is accepted ...
+        (f"/ingest/blinger/{ENCODED_TOKEN}", 200),
+        # ... and a near miss (a typo) is not the secret the redaction knows.
+        (f"/ingest/blinger/{TOKEN[:-1]}X", 401),
+        (f"/ingest/chatwoot/{TOKEN}/shop", 401),  # unsigned
+        (f"/ingest/{TOKEN}", 404),
+        (f"/ingest/{TOKEN}/{TOKEN}", 404),
+        (f"/api/appeals?token={TOKEN}", 401),
+    ],
+)
+async def test_the_access_log_never_carries_the_token_even_without_the_redaction(
+    running: tuple[str, IngestServer], caplog: pytest.LogCaptureFixture, path: str, status: int
 ) -> None:
-    # What the redaction is for: aiohttp's access log quotes the request line.
+    # Regression: the access line quoted the request line, so an encoded token or a near miss
+    # of it got past the redaction of secrets.
     base, _ = running
     caplog.set_level(logging.INFO)
+    body = raw("blinger_on_incoming_message")
     async with (
         aiohttp.ClientSession() as session,
-        session.post(f"{base}/ingest/blinger/{TOKEN}", data=b"{}") as response,
+        session.post(yarl.URL(base + path, encoded=True), data=body) as response,
     ):
         await response.read()
-    assert TOKEN in "\n".join(r.getMessage() for r in caplog.records if r.name == "aiohttp.access")
-    assert TOKEN not in "\n".join(
-        r.getMessage() for r in caplog.records if r.name != "aiohttp.access"
-    )
+        assert response.status == status
+    lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert len(lines) == 1
+    assert TOKEN[:20] not in lines[0]
+    assert ENCODED_TOKEN[:30] not in lines[0]
+    assert lines[0].startswith('127.0.0.1 "POST /')
+    assert f'HTTP/1.1" {status} ' in lines[0]
+    assert TOKEN[:20] not in caplog.text
+
+
+def test_logged_paths() -> None:
+    from bot.web.server import logged_path
+
+    assert logged_path(f"/ingest/chatwoot/{TOKEN}/shop-2") == "/ingest/chatwoot/<token>/shop-2"
+    assert logged_path(f"/ingest/evil/{TOKEN}/a.b") == "/ingest/?/<token>/?"
+    assert logged_path("/healthz?x=1") == "/healthz"
+    assert logged_path("/api/appeals") == "/api/appeals"
 
 
 # --- /healthz ----------------------------------------------------------------------------------
