@@ -636,3 +636,24 @@ async def test_concurrent_writes_on_sqlite_take_turns_in_the_server(
         assert [r.status for r in responses] == [200] * 30
     assert most == 1
     assert len(await appeals_table(sqlite_engine)) == 30
+
+
+async def test_a_flood_of_refused_requests_is_recorded_at_most_20_a_second(
+    sqlite_engine: AsyncEngine,
+) -> None:
+    # Regression: every refused request (no token needed) was one more write to the database,
+    # and the path's source, the sender's text, was stored as it came.
+    clock = Clock()
+    async with ingest_client(sqlite_engine, clock=clock) as (client, _):
+        for n in range(60):
+            path = ("/ingest/blinger/wrong", "/ingest/made-up-source/wrong")[n % 2]
+            assert (await client.post(path, data=b"{}")).status == 401
+        clock.mono += 1.0
+        assert (await client.post("/ingest/blinger/wrong", data=b"{}")).status == 401
+    async with sqlite_engine.connect() as connection:
+        rows = (
+            await connection.execute(select(ingest_refusals.c.source, ingest_refusals.c.reason))
+        ).all()
+    assert len(rows) == 21
+    assert {source for source, _ in rows} == {"blinger", "unknown"}
+    assert {reason for _, reason in rows} == {"bad token"}
