@@ -9,7 +9,14 @@ message texts in the payload are never kept.
 from typing import Any
 
 from bot.ingest.desk import DeskEvent, Kind
-from bot.ingest.payloads import PayloadError, channel_name, identifier, instant, mapping
+from bot.ingest.payloads import (
+    PayloadError,
+    channel_name,
+    encodable,
+    identifier,
+    instant,
+    mapping,
+)
 from reports.schema import NAME_MAX
 
 SOURCE = "blinger"
@@ -104,5 +111,5 @@ def _account_name(conversation: dict[str, Any]) -> str | None:
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
         if isinstance(value, str) and value.strip():
-            return value.strip()[:NAME_MAX]
+            return encodable(value.strip()[:NAME_MAX], f"conversation.{field}")
     return None

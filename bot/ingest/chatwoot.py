@@ -10,7 +10,14 @@ from datetime import datetime
 from typing import Any
 
 from bot.ingest.desk import DeskEvent, Kind
-from bot.ingest.payloads import PayloadError, channel_name, identifier, instant, mapping
+from bot.ingest.payloads import (
+    PayloadError,
+    channel_name,
+    encodable,
+    identifier,
+    instant,
+    mapping,
+)
 from reports.schema import NAME_MAX
 
 SOURCE = "chatwoot"
@@ -106,7 +113,7 @@ def message_event(message: dict[str, Any], label: str) -> DeskEvent | None:
     inbox_name = None
     if isinstance(inbox, dict):
         if isinstance(inbox.get("name"), str):
-            inbox_name = inbox["name"].strip()[:NAME_MAX] or None
+            inbox_name = encodable(inbox["name"].strip()[:NAME_MAX], "inbox.name") or None
         if conversation.get("inbox_id") is None and inbox.get("id") is not None:
             conversation = {**conversation, "inbox_id": inbox["id"]}
     at = instant(message.get("created_at"), "created_at")

@@ -28,6 +28,8 @@ Kind = Literal["open", "client", "close"]
 # creation before both.
 _KIND_ORDER = {"open": 0, "client": 1, "close": 2}
 _CYCLE_BATCH = 64
+# Rows of one INSERT: 11 columns each, well under SQLite's 32,766 bound parameters.
+_INSERT_CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,27 +110,33 @@ async def store_desk_events(
     insert = dialect_insert(connection.dialect.name)
     new = 0
     touched: set[tuple[str, str, str]] = set()
-    for event in events:
-        result = await connection.execute(
+    # One statement per chunk; RETURNING names only the rows inserted, not the repeats.
+    for start in range(0, len(events), _INSERT_CHUNK):
+        rows = [
+            {
+                "source": event.source,
+                "label": event.label,
+                "event_key": event.key,
+                "conversation_id": event.conversation_id,
+                "contact_id": event.contact_id,
+                "kind": event.kind,
+                "occurred_at": event.occurred_at,
+                "channel": event.channel,
+                "app_key": event.app_key,
+                "app_name": event.app_name,
+                "received_at": received_at,
+            }
+            for event in events[start : start + _INSERT_CHUNK]
+        ]
+        inserted = await connection.execute(
             insert(desk_events)
-            .values(
-                source=event.source,
-                label=event.label,
-                event_key=event.key,
-                conversation_id=event.conversation_id,
-                contact_id=event.contact_id,
-                kind=event.kind,
-                occurred_at=event.occurred_at,
-                channel=event.channel,
-                app_key=event.app_key,
-                app_name=event.app_name,
-                received_at=received_at,
-            )
+            .values(rows)
             .on_conflict_do_nothing()
+            .returning(desk_events.c.source, desk_events.c.label, desk_events.c.conversation_id)
         )
-        if result.rowcount:
+        for row in inserted:
             new += 1
-            touched.add((event.source, event.label, event.conversation_id))
+            touched.add((row.source, row.label, row.conversation_id))
     for source, label, conversation in sorted(touched):
         await rederive_conversation(connection, source, label, conversation)
     return StoredEvents(len(events), new, len(events) - new, len(touched))
@@ -161,8 +169,11 @@ async def rederive_conversation(
         for row in rows
     ]
     wanted: dict[str, AppealRow] = {}
-    for cycle in derive_cycles(events):
-        app_name = await _app_name(connection, source, label, cycle.channel, cycle.app_key)
+    cycles = derive_cycles(events)
+    # Every cycle of a conversation has its latest channel and inbox, so one app name.
+    if cycles:
+        app_name = await _app_name(connection, source, label, cycles[0].channel, cycles[0].app_key)
+    for cycle in cycles:
         external = appeal_id(source, label, conversation_id, cycle.number)
         wanted[external] = AppealRow(
             appeal_id=external,
@@ -270,6 +281,25 @@ async def _app_name(
         return name
     if mapped.name == name:
         return name
+    sharing = await connection.scalar(
+        select(func.count()).select_from(desk_apps).where(desk_apps.c.app_id == mapped.id)
+    )
+    if sharing and sharing > 1:
+        # Another inbox (of another desk account, say, also still "inbox 2") stands for the
+        # same app: renaming it in place would rename that inbox's history too. This inbox
+        # moves to an app of its new name, with its appeals.
+        app = await _app_id(connection, channel, name)
+        await connection.execute(
+            desk_apps.update()
+            .where(
+                desk_apps.c.source == source,
+                desk_apps.c.label == label,
+                desk_apps.c.app_key == app_key,
+            )
+            .values(app_id=app)
+        )
+        await _move_inbox_appeals(connection, source, label, app_key, int(mapped.id), app)
+        return name
     taken = await connection.scalar(
         select(apps.c.id).where(apps.c.channel == channel, apps.c.name == name)
     )
@@ -278,6 +308,29 @@ async def _app_name(
         return str(mapped.name)
     await connection.execute(apps.update().where(apps.c.id == mapped.id).values(name=name))
     return name
+
+
+async def _move_inbox_appeals(
+    connection: AsyncConnection, source: str, label: str, app_key: str, old: int, new: int
+) -> None:
+    """Point the stored appeals of the inbox's conversations from app `old` to app `new`."""
+    conversations = await connection.execute(
+        select(desk_events.c.conversation_id)
+        .where(
+            desk_events.c.source == source,
+            desk_events.c.label == label,
+            desk_events.c.app_key == app_key,
+        )
+        .distinct()
+    )
+    for (conversation_id,) in conversations.all():
+        ids = list(await _stored_appeals(connection, source, label, conversation_id))
+        if ids:
+            await connection.execute(
+                appeals.update()
+                .where(appeals.c.external_id.in_(ids), appeals.c.app_id == old)
+                .values(app_id=new)
+            )
 
 
 async def _app_id(connection: AsyncConnection, channel: str, name: str) -> int:

@@ -39,8 +39,18 @@ def identifier(value: Any, what: str) -> str:
         if any(ord(char) < 32 for char in text) or ":" in text:
             # ":" separates the parts of the appeal id built from it.
             raise PayloadError(f"{what} contains a control character or ':'")
-        return text
+        return encodable(text, what)
     raise PayloadError(f"{what} must be a string or a whole number")
+
+
+def encodable(text: str, what: str) -> str:
+    """The text, if it can be stored: JSON's "\\ud800" parses to a lone surrogate, which
+    neither SQLite's nor PostgreSQL's driver can encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PayloadError(f"{what} is not valid Unicode (a lone surrogate)") from None
+    return text
 
 
 def instant(value: Any, what: str) -> datetime:
@@ -58,7 +68,11 @@ def instant(value: Any, what: str) -> datetime:
             raise PayloadError(f"{what} is not a timestamp") from None
         if moment.tzinfo is None:
             raise PayloadError(f"{what} has no UTC offset")
-        moment = moment.astimezone(UTC)
+        try:
+            moment = moment.astimezone(UTC)
+        except OverflowError:
+            # 0001-01-01T00:00+14:00 is before datetime.min in UTC (9999 at -14:00 after max).
+            raise PayloadError(f"{what} is outside 2000-2099") from None
     else:
         raise PayloadError(f"{what} must be Unix seconds or an ISO 8601 string")
     if not EARLIEST <= moment < LATEST:
@@ -70,7 +84,7 @@ def channel_name(value: Any, known: dict[str, str]) -> str:
     """The product's channel name for a desk's channel type; unknown types kept, lower-cased."""
     if not isinstance(value, str) or not value.strip():
         raise PayloadError("channel must be a non-empty string")
-    lowered = value.strip().lower()
+    lowered = encodable(value.strip().lower(), "channel")
     if len(lowered) > NAME_MAX:
         raise PayloadError(f"channel is longer than {NAME_MAX} characters")
     return known.get(lowered, lowered)

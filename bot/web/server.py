@@ -12,15 +12,17 @@ import json
 import logging
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.config import Settings
 from bot.ingest import blinger, chatwoot
@@ -28,6 +30,7 @@ from bot.ingest.desk import DeskEvent, newest_events, store_desk_events
 from bot.ingest.files import validate_json_lines
 from bot.ingest.merge import create_staging, merge_staging, stage_rows
 from bot.ingest.payloads import PayloadError
+from bot.logs import REDACTED
 from bot.storage.engine import dialect_insert, write_transaction
 from bot.storage.tables import LABEL_MAX, desk_deliveries, ingest_refusals
 
@@ -97,6 +100,21 @@ class IngestServer:
         self.clock = clock or (lambda: datetime.now(UTC))
         loop_time = monotonic or (lambda: asyncio.get_running_loop().time())
         self.rate = RateWindow(REQUESTS_PER_SECOND, loop_time)
+        # Refused requests recorded for /sources, all sources together.
+        self.refusal_rate = RateWindow(REQUESTS_PER_SECOND, loop_time)
+        # SQLite has one writer: concurrent requests wait their turn here, in order, instead of
+        # in SQLite's busy handler, whose sleeps (growing to 100 ms) can starve one request for
+        # seconds, past Chatwoot's 5 s webhook timeout (it does not retry).
+        self._sqlite_writes = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+
+    @asynccontextmanager
+    async def _writing(self) -> AsyncIterator[AsyncConnection]:
+        if self._sqlite_writes is None:
+            async with write_transaction(self.engine) as connection:
+                yield connection
+            return
+        async with self._sqlite_writes, write_transaction(self.engine) as connection:
+            yield connection
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._refusals])
@@ -139,7 +157,7 @@ class IngestServer:
             await self._record_refusal(source, "invalid records")
             errors = [_line_problem(problem) for problem in problems]
             return web.json_response({"errors": errors}, status=422)
-        async with write_transaction(self.engine) as connection:
+        async with self._writing() as connection:
             await create_staging(connection)
             if rows:
                 await stage_rows(connection, rows)
@@ -170,7 +188,7 @@ class IngestServer:
             raise Refused(400, str(exc), "bad body") from None
         delivery = request.headers.get("X-Chatwoot-Delivery") if source == "chatwoot" else None
         now = self.clock()
-        async with write_transaction(self.engine) as connection:
+        async with self._writing() as connection:
             if delivery and not await _first_delivery(connection, source, delivery[:200], now):
                 return web.json_response({"received": len(events), "new": 0, "replayed": True})
             stored = await store_desk_events(connection, events, received_at=now)
@@ -215,8 +233,8 @@ class IngestServer:
         )
         if not hmac.compare_digest(signature.encode(), expected.encode()):
             raise Refused(401, "unauthorized", "bad signature")
-        sent = datetime.fromtimestamp(int(stamp), UTC)
-        if abs(self.clock() - sent) > SIGNATURE_WINDOW:
+        # Compared as seconds: datetime.fromtimestamp overflows past year 9999 (12 digits).
+        if abs(self.clock().timestamp() - int(stamp)) > SIGNATURE_WINDOW.total_seconds():
             raise Refused(401, "unauthorized", "stale signature")
 
     def _api_lines(self, body: bytes) -> list[str]:
@@ -240,7 +258,9 @@ class IngestServer:
             return response
         except Refused as exc:
             # The path may hold the token: log the route's name only, never the body.
-            source = request.match_info.get("source", "api")[:16]
+            named = request.match_info.get("source", "api")
+            # The path's source is the sender's text: only a known one is logged and stored.
+            source = named if named in ADAPTERS or named == "api" else "unknown"
             logger.warning(
                 "refused %s request from %s: %s (%s)",
                 source,
@@ -251,19 +271,24 @@ class IngestServer:
             if exc.status != 429:
                 await self._record_refusal(source, exc.reason)
             return web.json_response({"error": exc.message}, status=exc.status)
-        except (OperationalError, DBAPIError) as exc:
+        except (OperationalError, DBAPIError, OSError) as exc:
+            # asyncpg raises a bare OSError (connection refused) when PostgreSQL is down.
             logger.error("ingestion: database problem (%s)", type(exc).__name__)
             return web.json_response(
                 {"error": "temporary problem with the database: retry later"}, status=503
             )
 
     async def _record_refusal(self, source: str, reason: str) -> None:
+        if not self.refusal_rate.allow("refusals"):
+            # A flood of bad requests (no token needed) must not turn into as many writes,
+            # each taking SQLite's one write lock from the desks' webhooks.
+            return
         try:
-            async with write_transaction(self.engine) as connection:
+            async with self._writing() as connection:
                 await connection.execute(
                     ingest_refusals.insert().values(source=source, reason=reason, at=self.clock())
                 )
-        except (OperationalError, DBAPIError):
+        except (OperationalError, DBAPIError, OSError):
             logger.warning("could not record a refused request (database problem)")
 
 
@@ -336,9 +361,47 @@ def _line_problem(problem: str) -> dict[str, Any]:
     return {"line": None, "reason": problem}
 
 
+def logged_path(raw_path: str) -> str:
+    """The request's path for the access log: never a token, however it is spelled.
+
+    The redaction of secrets in log lines only knows the token as written; a percent-encoded
+    token (which aiohttp decodes and accepts) or a near miss of it (a typo) would be logged as
+    sent. So the token's segment of /ingest/... is always replaced, an unknown source or a bad
+    label shown as "?", and the query string (where a client may put anything) dropped.
+    """
+    path = raw_path.partition("?")[0]
+    parts = path.split("/")
+    if len(parts) < 3 or parts[1] != "ingest":
+        return path
+    shown = ["", "ingest", parts[2] if parts[2] in ADAPTERS else "?"]
+    if len(parts) > 3:
+        shown.append(REDACTED)
+    for part in parts[4:]:
+        shown.append(part if _LABEL.fullmatch(part) else "?")
+    return "/".join(shown)
+
+
+class AccessLogger(AbstractAccessLogger):
+    """aiohttp's access line (`%a "%r" %s %b %Tfs`) with the path from `logged_path`."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        version = request.version
+        self.logger.info(
+            '%s "%s %s HTTP/%s.%s" %s %s %.6fs',
+            request.remote,
+            request.method,
+            logged_path(request.raw_path),
+            version.major,
+            version.minor,
+            response.status,
+            response.body_length,
+            time,
+        )
+
+
 async def start_web(server: IngestServer, host: str, port: int) -> web.AppRunner:
     """Start serving; a port already in use raises OSError for the caller to report."""
-    runner = web.AppRunner(server.application(), access_log_format='%a "%r" %s %b %Tfs')
+    runner = web.AppRunner(server.application(), access_log_class=AccessLogger)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:
