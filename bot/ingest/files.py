@@ -21,6 +21,7 @@ from bot.ingest.merge import (
     merge_staging,
     stage_rows,
 )
+from bot.ingest.payloads import EARLIEST, LATEST
 from reports.schema import NAME_MAX
 
 logger = logging.getLogger(__name__)
@@ -291,6 +292,10 @@ def _validate(line: int, values: list[str], problems: list[str]) -> dict[str, An
             # PostgreSQL text cannot hold NUL; refusing it keeps both backends alike.
             problems.append(f"line {line}: {name} contains a NUL character")
             ok = False
+        elif not _encodable(value):
+            # A lone surrogate (JSON "\ud800") is no text: the database driver would fail.
+            problems.append(f"line {line}: {name} contains invalid text (a lone surrogate)")
+            ok = False
     moment = _instant(line, stamp, problems) if stamp and len(stamp) <= NAME_MAX else None
     if not ok or moment is None:
         return None
@@ -319,10 +324,23 @@ def _instant(line: int, stamp: str, problems: list[str]) -> datetime | None:
         )
         return None
     try:
-        return moment.astimezone(UTC)
+        instant = moment.astimezone(UTC)
     except OverflowError:
         problems.append(f"line {line}: created_at {_show(stamp)} is out of range")
         return None
+    if not EARLIEST <= instant < LATEST:
+        # A zero, a typo or a placeholder date: no real appeal is dated outside 2000-2099.
+        problems.append(f"line {line}: created_at {_show(stamp)} is outside 2000-2099")
+        return None
+    return instant
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _show(value: str) -> str:

@@ -377,7 +377,7 @@ def logged_path(raw_path: str) -> str:
     if len(parts) > 3:
         shown.append(REDACTED)
     for part in parts[4:]:
-        shown.append(part if _LABEL.fullmatch(part) else "?")
+        shown.append(part if LABEL_PATTERN.fullmatch(part) else "?")
     return "/".join(shown)
 
 
