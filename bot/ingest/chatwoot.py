@@ -164,6 +164,10 @@ def _event(
 ) -> DeskEvent:
     inbox_id = conversation.get("inbox_id")
     channel = conversation.get("channel")
+    meta = conversation.get("meta")
+    if channel is None and isinstance(meta, dict):
+        # The REST API's conversation names its channel under meta, webhooks at the top.
+        channel = meta.get("channel")
     return DeskEvent(
         source=SOURCE,
         label=label,

@@ -197,3 +197,25 @@ async def test_sources_lists_each_source_for_admins_only(
     ]
     refused = await send(built, bot, "/sources", 777, "en")
     assert len(refused) == 1 and "Your Telegram id is" in refused[0]
+
+
+def test_a_rest_conversation_names_its_channel_under_meta() -> None:
+    from bot.ingest.chatwoot import conversation_event
+
+    rest = {
+        "id": 5,
+        "inbox_id": 2,
+        "status": "resolved",
+        "created_at": 1764580000,
+        "timestamp": 1764590000,
+        "meta": {"sender": {"id": 9}, "channel": "Channel::Telegram"},
+    }
+    start = conversation_event(rest, "conversation_created", "main")
+    status = conversation_event(rest, "sync", "main")
+    assert start is not None and status is not None
+    assert (start.channel, start.kind, status.channel, status.kind) == (
+        "telegram",
+        "open",
+        "telegram",
+        "close",
+    )
