@@ -5,6 +5,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from reports.i18n import translator
 from reports.metrics import build_report
 from reports.model import ReportFilter
 from reports.periods import parse_period
+from reports.trend import build_trend
 
 logger = logging.getLogger(__name__)
 
@@ -152,9 +154,9 @@ async def print_report(engine: AsyncEngine, settings: Settings, args: argparse.N
         raise CliError(f"unknown timezone {args.tz!r} (try Europe/Moscow)")
     periods = parse_period(" ".join(args.period), now=datetime.now(UTC), tz=zone)
     async with engine.connect() as connection:
-        report = await build_report(
-            connection, periods, ReportFilter(channel=args.channel, app=args.app)
-        )
+        report_filter = ReportFilter(channel=args.channel, app=args.app)
+        report = await build_report(connection, periods, report_filter)
+        report = replace(report, trend=await build_trend(connection, periods, report_filter))
     lang = settings.language
     bundle = render_bundle(report, lang=lang, delimiter=settings.delimiter_for(lang), html=False)
     print(bundle.text)
