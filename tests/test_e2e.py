@@ -241,15 +241,19 @@ async def test_week_on_demo_data_sends_text_pies_and_a_csv_equal_to_the_metrics(
             assert f"\n{label}: <b>{format_number(value, 'en')}</b> · " in raw
         assert text_call.result["text"].startswith("Clients report\n")
 
-        # Two valid PNG pies in one album.
+        # Two valid PNG pies and the trend in one album, pies first.
         media = album_call.json("media")
-        assert [item["type"] for item in media] == ["photo", "photo"]
+        assert [item["type"] for item in media] == ["photo", "photo", "photo"]
         pies = album_call.media_files()
-        assert [pie.filename for pie in pies if pie] == ["channels.png", "apps.png"]
+        assert [pie.filename for pie in pies if pie] == ["channels.png", "apps.png", "trend.png"]
         for pie in pies:
             assert pie is not None and pie.data.startswith(PNG_SIGNATURE)
             assert image_size(pie.data) == (1200, 900)
-        assert [message["photo"][0]["width"] for message in album_call.result] == [1200, 1200]
+        assert [message["photo"][0]["width"] for message in album_call.result] == [
+            1200,
+            1200,
+            1200,
+        ]
 
         # The CSV: named by the period's days, equal row by row to build_report.
         document = document_call.file("document")
