@@ -639,6 +639,52 @@ def test_csv_bytes_with_commas() -> None:
     assert render_csv(csv_report(), delimiter=",") == b"\xef\xbb\xbf" + expected.encode("utf-8")
 
 
+def test_csv_lists_the_trend_after_the_metrics_with_each_bucket_bounds() -> None:
+    berlin = ZoneInfo("Europe/Berlin")
+    days = [datetime(2026, 10, d, tzinfo=berlin) for d in (23, 24, 25, 26, 27)]
+    current = (
+        TrendBucket(start=days[2], end=days[3], appeals=5, contacted_clients=3, new_clients=1),
+        TrendBucket(start=days[3], end=days[4], appeals=0, contacted_clients=0, new_clients=0),
+    )
+    # A prior with one bucket only: the second day has nothing to compare with.
+    previous = (
+        TrendBucket(start=days[0], end=days[1], appeals=2, contacted_clients=2, new_clients=2),
+    )
+    report = replace(
+        make_report(
+            Metrics(contacted_clients=3, new_clients=1, appeals=5, repeat_appeals=4),
+            Metrics(contacted_clients=2, new_clients=2, appeals=2),
+            all_clients=9,
+            current_period=Period(start=days[2], end=days[4], tz=berlin),
+            previous_period=Period(start=days[0], end=days[2], tz=berlin),
+        ),
+        trend=Trend(unit="day", current=current, previous=previous),
+    )
+    p = "2026-10-25T00:00:00+02:00,2026-10-27T00:00:00+01:00,Europe/Berlin,"
+    # 25 October ends an hour later than it began, by the clock: summer time ended.
+    d1 = "2026-10-25T00:00:00+02:00,2026-10-26T00:00:00+01:00,Europe/Berlin,"
+    d2 = "2026-10-26T00:00:00+01:00,2026-10-27T00:00:00+01:00,Europe/Berlin,"
+    expected = "\r\n".join(
+        [
+            "period_start,period_end,timezone,metric,channel,app,value,previous_value",
+            p + "all_clients,,,9,",
+            p + "contacted_clients,,,3,2",
+            p + "new_clients,,,1,2",
+            p + "returning_clients,,,2,0",
+            p + "appeals,,,5,2",
+            p + "repeat_appeals,,,4,0",
+            d1 + "daily_appeals,,,5,2",
+            d2 + "daily_appeals,,,0,",
+            d1 + "daily_contacted_clients,,,3,2",
+            d2 + "daily_contacted_clients,,,0,",
+            d1 + "daily_new_clients,,,1,2",
+            d2 + "daily_new_clients,,,0,",
+            "",
+        ]
+    )
+    assert render_csv(report, delimiter=",") == b"\xef\xbb\xbf" + expected.encode("utf-8")
+
+
 def test_csv_reads_back_with_the_csv_module() -> None:
     text = render_csv(csv_report(), delimiter=";").decode("utf-8-sig")
     rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=";"))
