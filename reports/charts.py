@@ -324,8 +324,8 @@ def _add_legend(
 # Lines of the trend chart: one fixed colour per metric, distinct from each other in greyscale.
 TREND_COLORS = {"contacted": "#1a73e8", "new": "#188038", "appeals": "#e37400"}
 WEEKEND_COLOR = "#eef0f2"
-# About a dozen tick labels stay legible at phone width, whatever the number of buckets.
-MAX_TICKS = 12
+# Ten tick labels stay apart at phone width even as "15 нояб.", whatever the number of buckets.
+MAX_TICKS = 10
 
 
 def _tick_label(bucket: TrendBucket, unit: str, lang: str) -> str:
