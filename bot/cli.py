@@ -27,6 +27,7 @@ from reports.i18n import translator
 from reports.metrics import build_report
 from reports.model import ReportFilter
 from reports.periods import parse_period
+from reports.trend import build_trend
 
 logger = logging.getLogger(__name__)
 
@@ -163,10 +164,14 @@ async def print_report(engine: AsyncEngine, settings: Settings, args: argparse.N
     now = datetime.now(UTC)
     periods = parse_period(" ".join(args.period), now=now, tz=zone)
     async with engine.connect() as connection:
-        report = await build_report(
-            connection, periods, ReportFilter(channel=args.channel, app=args.app)
+        report_filter = ReportFilter(channel=args.channel, app=args.app)
+        report = await build_report(connection, periods, report_filter)
+        report = replace(
+            report,
+            trend=await build_trend(connection, periods, report_filter),
+            data_until=await newest_data(connection),
+            as_of=now,
         )
-        report = replace(report, data_until=await newest_data(connection), as_of=now)
     lang = settings.language
     bundle = render_bundle(report, lang=lang, delimiter=settings.delimiter_for(lang), html=False)
     print(bundle.text)

@@ -1,8 +1,8 @@
-"""Renders report bundles: the pies in a process pool with a timeout, text and CSV in-process.
+"""Renders report bundles: the charts in a process pool with a timeout, text and CSV in-process.
 
 matplotlib is neither thread-safe nor quick, and holds the GIL while drawing; worker processes
 (started with "spawn", safe beside the event loop's threads) keep the loop responsive. A render
-that fails or takes too long leaves the report without pies and with a note saying so.
+that fails or takes too long leaves the report without charts and with a note saying so.
 """
 
 import asyncio
@@ -15,7 +15,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from reports.bundle import ReportBundle, render_bundle, render_charts
+from reports.bundle import Charts, ReportBundle, render_bundle, render_charts
 from reports.errors import N_
 from reports.i18n import translator
 from reports.model import Report
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 CHARTS_UNAVAILABLE = N_(
     "Charts are unavailable right now; the numbers above and the CSV are complete."
 )
-ChartFunction = Callable[[Report, str], tuple[bytes | None, bytes | None]]
+ChartFunction = Callable[[Report, str], Charts]
 
 
 class Renderer:
@@ -69,11 +69,9 @@ class Renderer:
             report, lang=lang, delimiter=delimiter, title=title, charts=charts, note=note
         )
 
-    async def _charts(
-        self, report: Report, lang: str
-    ) -> tuple[tuple[bytes | None, bytes | None], str | None]:
+    async def _charts(self, report: Report, lang: str) -> tuple[Charts, str | None]:
         if report.is_empty:
-            return (None, None), None
+            return (None, None, None), None
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.workers)
         async with self._slots:
@@ -90,11 +88,9 @@ class Renderer:
             except Exception:
                 logger.exception("chart rendering failed: sending the report without pies")
         gettext = translator(lang).gettext
-        return (None, None), "<i>" + gettext(CHARTS_UNAVAILABLE) + "</i>"
+        return (None, None, None), "<i>" + gettext(CHARTS_UNAVAILABLE) + "</i>"
 
-    async def _render_in_pool(
-        self, report: Report, lang: str
-    ) -> tuple[bytes | None, bytes | None]:
+    async def _render_in_pool(self, report: Report, lang: str) -> Charts:
         pool = self._executor()
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(pool, self.chart_function, report, lang)

@@ -1,4 +1,4 @@
-"""Donut charts of a report (clients by channel, by app) as PNG bytes, drawn without pyplot."""
+"""Charts of a report as PNG bytes (donuts by channel and app, the trend), drawn without pyplot."""
 
 import colorsys
 import hashlib
@@ -7,11 +7,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from babel.dates import format_date as babel_format_date
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from reports.i18n import format_number, format_range, format_share, translator
-from reports.model import AppKey, Metrics, Report
+from reports.i18n import (
+    format_number,
+    format_range,
+    format_share,
+    format_time,
+    normalize_language,
+    translator,
+)
+from reports.model import AppKey, Metrics, Report, TrendBucket
 from reports.text import APP_SEPARATOR, shorten
 
 # 1200×900 px: sharp on a phone after Telegram's recompression, far inside its photo limits
@@ -309,3 +319,132 @@ def _add_legend(
             return
         legend.remove()
         size -= 0.5
+
+
+# Lines of the trend chart: one fixed colour per metric, distinct from each other in greyscale.
+TREND_COLORS = {"contacted": "#1a73e8", "new": "#188038", "appeals": "#e37400"}
+WEEKEND_COLOR = "#eef0f2"
+# Ten tick labels stay apart at phone width even as "15 нояб.", whatever the number of buckets.
+MAX_TICKS = 10
+
+
+def _tick_label(bucket: TrendBucket, unit: str, lang: str) -> str:
+    if unit == "hour":
+        return format_time(bucket.start)
+    return babel_format_date(bucket.start.date(), "d MMM", locale=normalize_language(lang))
+
+
+def render_trend_png(report: Report, *, lang: str) -> bytes | None:
+    """Lines of clients who wrote, new clients and appeals per bucket, the previous period
+    dashed behind; None when the period has no appeals."""
+    trend = report.trend
+    if report.is_empty or not trend.current:
+        return None
+    t = translator(lang)
+    _ = t.gettext
+    titles = {
+        "hour": _("Clients and appeals by hour"),
+        "day": _("Clients and appeals by day"),
+        "week": _("Clients and appeals by week"),
+    }
+    x_labels = {"hour": _("Hour"), "day": _("Day"), "week": _("Week, from Monday")}
+    figure = Figure(figsize=(WIDTH_PX / DPI, HEIGHT_PX / DPI), dpi=DPI, facecolor="white")
+    FigureCanvasAgg(figure)  # attaches the Agg canvas that savefig draws with
+    figure.text(
+        0.04, 0.955, titles[trend.unit], **_literal(fontsize=18, fontweight="bold", va="top")
+    )
+    y = 0.885
+    for line in _header(report, lang):
+        figure.text(0.04, y, line, **_literal(fontsize=11, va="top"))
+        y -= 0.042
+
+    current = trend.current
+    # Only buckets with a same-index partner are compared; a longer prior (a 25-hour day)
+    # has nothing to line up with.
+    previous = trend.previous[: len(current)]
+    axes = figure.add_axes((0.08, 0.22, 0.89, y - 0.25))
+    positions = range(len(current))
+    if trend.unit == "day":
+        for index, bucket in enumerate(current):
+            if bucket.start.weekday() >= 5:
+                axes.axvspan(index - 0.5, index + 0.5, color=WEEKEND_COLOR, lw=0, zorder=0)
+    series = (
+        ("contacted", _("Clients who wrote"), lambda b: b.contacted_clients),
+        ("new", _("New clients"), lambda b: b.new_clients),
+        ("appeals", _("Appeals"), lambda b: b.appeals),
+    )
+    handles, labels = [], []
+    # Clients who wrote, the headline figure, is drawn last so no line hides it.
+    for depth, (key, label, value) in zip((5, 3, 4), series, strict=True):
+        color = TREND_COLORS[key]
+        if previous:
+            axes.plot(
+                range(len(previous)),
+                [value(b) for b in previous],
+                color=shade(color, 0.55),
+                linestyle=(0, (4, 3)),
+                linewidth=1.6,
+                zorder=2,
+            )
+        (line,) = axes.plot(
+            positions,
+            [value(b) for b in current],
+            color=color,
+            linewidth=2.4,
+            marker="o" if len(current) <= 40 else None,
+            markersize=3.5,
+            zorder=depth,
+        )
+        handles.append(line)
+        labels.append(label)
+    # The three metrics on one row, what is only a reading aid (the prior, weekends) below it.
+    extra_handles: list[Any] = []
+    extra_labels: list[str] = []
+    if previous:
+        (prior,) = axes.plot([], [], color="#9aa0a6", linestyle=(0, (4, 3)), linewidth=1.6)
+        prior_range = format_range(report.previous_period.start, report.previous_period.end, lang)
+        extra_handles.append(prior)
+        extra_labels.append(_("Previous period: {range}").format(range=prior_range))
+    if trend.unit == "day" and any(b.start.weekday() >= 5 for b in current):
+        extra_handles.append(Patch(facecolor=WEEKEND_COLOR, edgecolor="#c8ccd0", linewidth=0.6))
+        extra_labels.append(_("Weekend"))
+
+    step = max(1, -(-len(current) // MAX_TICKS))
+    ticks = list(positions)[::step]
+    axes.set_xticks(ticks, [_tick_label(current[i], trend.unit, lang) for i in ticks])
+    axes.set_xlim(-0.5, len(current) - 0.5)
+    axes.set_ylim(bottom=0)
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_number(int(v), lang)))
+    axes.grid(axis="y", color="#e0e3e7", linewidth=0.8, zorder=1)
+    axes.set_axisbelow(True)
+    for side in ("top", "right"):
+        axes.spines[side].set_visible(False)
+    axes.set_xlabel(x_labels[trend.unit] + f" ({report.period.tz_name})", **_literal(fontsize=10))
+    for text in (*axes.get_xticklabels(), *axes.get_yticklabels()):
+        text.set_fontfamily(FONT)
+        text.set_fontsize(9.5)
+    for row_handles, row_labels, bottom in (
+        (handles, labels, 0.075),
+        (extra_handles, extra_labels, 0.015),
+    ):
+        if not row_handles:
+            continue
+        legend = figure.legend(
+            row_handles,
+            row_labels,
+            loc="lower left",
+            bbox_to_anchor=(0.04, bottom),
+            ncol=len(row_handles),
+            frameon=False,
+            prop={"family": FONT, "size": 10.5},
+            handlelength=2.2,
+            columnspacing=1.6,
+        )
+        for text in legend.get_texts():
+            text.set_parse_math(False)
+            text.set_usetex(False)
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    return buffer.getvalue()

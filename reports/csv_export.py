@@ -65,10 +65,42 @@ def csv_rows(report: Report) -> Iterator[tuple[Cell, ...]]:
             now.app_clients.get(app, 0),
             before.app_clients.get(app, 0),
         )
+    yield from trend_rows(report)
+
+
+# The series behind the trend chart; named "daily" by DESIGN.md §6 whatever the bucket size
+# (hours of a single day, ISO weeks beyond 92 days): each row's bounds say which it is.
+TREND_METRICS = (
+    ("daily_appeals", "appeals"),
+    ("daily_contacted_clients", "contacted_clients"),
+    ("daily_new_clients", "new_clients"),
+)
+
+
+def trend_rows(report: Report) -> Iterator[tuple[Cell, ...]]:
+    """One row per metric and bucket; previous_value is the same-index bucket of the prior,
+    empty where the prior has no such bucket."""
+    tz = report.period.tz
+    trend = report.trend
+    for metric, attribute in TREND_METRICS:
+        for index, bucket in enumerate(trend.current):
+            previous: Cell = ""
+            if index < len(trend.previous):
+                previous = getattr(trend.previous[index], attribute)
+            yield (
+                bucket.start.astimezone(tz).isoformat(timespec="seconds"),
+                bucket.end.astimezone(tz).isoformat(timespec="seconds"),
+                report.period.tz_name,
+                metric,
+                "",
+                "",
+                getattr(bucket, attribute),
+                previous,
+            )
 
 
 def render_csv(report: Report, *, delimiter: str) -> bytes:
-    """clients.csv for report: header plus one row per metric, channel and app.
+    """clients.csv for report: header, one row per metric, channel and app, then the trend.
 
     Text cells are neutralized against formula injection; counts stay plain integers so a
     spreadsheet sums them. Raises ValueError for a delimiter that is not one safe character.

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 
@@ -65,6 +66,29 @@ class Metrics:
         return sum(self.channel_clients.values()) > self.contacted_clients
 
 
+TrendUnit = Literal["hour", "day", "week"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrendBucket:
+    """One point of the trend: [start, end) in the report timezone and its §4 counts."""
+
+    start: datetime
+    end: datetime
+    appeals: int = 0
+    contacted_clients: int = 0
+    new_clients: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Trend:
+    """The series behind the trend chart; previous[i] is the same-index bucket of the prior."""
+
+    unit: TrendUnit = "day"
+    current: tuple[TrendBucket, ...] = ()
+    previous: tuple[TrendBucket, ...] = ()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Report:
     period: Period
@@ -79,6 +103,8 @@ class Report:
     as_of: datetime | None = None
     # Desk sources (e.g. "chatwoot:main") that used to send and have been silent since then.
     silent_sources: tuple[tuple[str, datetime], ...] = ()
+    # Filled by the shell (reports.trend.build_trend); empty: no trend chart, no daily rows.
+    trend: Trend = field(default_factory=Trend)
 
     @property
     def is_empty(self) -> bool:

@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from reports.bundle import render_charts
+from reports.bundle import Charts, render_charts
 from reports.model import Report
 
 # While the file this variable names exists, `charts_or_hang` hangs. The variable must be set
@@ -16,7 +16,7 @@ HANG_FLAG_ENV = "FAULT_TESTS_HANG_FLAG"
 HANG_SECONDS = 3600.0
 
 
-def charts_or_hang(report: Report, lang: str) -> tuple[bytes | None, bytes | None]:
+def charts_or_hang(report: Report, lang: str) -> Charts:
     """The real chart function, except that it hangs while the flag file exists."""
     flag = os.environ.get(HANG_FLAG_ENV)
     if flag and Path(flag).exists():
@@ -27,7 +27,7 @@ def charts_or_hang(report: Report, lang: str) -> tuple[bytes | None, bytes | Non
 SLOW_SECONDS = 1.0
 
 
-def slow_charts(report: Report, lang: str) -> tuple[bytes | None, bytes | None]:
+def slow_charts(report: Report, lang: str) -> Charts:
     """The real chart function, a healthy but slow second later (a big report, a busy host)."""
     time.sleep(SLOW_SECONDS)
     return render_charts(report, lang)

@@ -62,7 +62,12 @@ def test_import_then_report_prints_the_summary_and_writes_three_files(tmp_path: 
     assert "Wrote: 2" in report.stdout
     assert "<b>" not in report.stdout and "&amp;" not in report.stdout
     assert ",Sales & Partners <VIP>," in (out / "clients.csv").read_text("utf-8-sig")
-    assert sorted(p.name for p in out.iterdir()) == ["apps.png", "channels.png", "clients.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "apps.png",
+        "channels.png",
+        "clients.csv",
+        "trend.png",
+    ]
     assert (out / "clients.csv").read_bytes().startswith(b"\xef\xbb\xbfperiod_start,")
 
 

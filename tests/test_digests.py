@@ -146,7 +146,7 @@ async def test_due_digest_is_sent_once_with_title_numbers_pies_and_csv(
     assert "Wrote: <b>4</b>" in text.params["text"]
     assert "delayed" not in text.params["text"]
     (album,) = ok_calls(tg, "sendMediaGroup", 1001)
-    assert [f.filename for f in album.media_files()] == ["channels.png", "apps.png"]
+    assert [f.filename for f in album.media_files()] == ["channels.png", "apps.png", "trend.png"]
     (document,) = ok_calls(tg, "sendDocument", 1001)
     assert document.file("document").filename == "clients_2026-11-10_2026-11-10.csv"
     assert await ledger(sqlite_engine) == [("2026-11-10", "sent", "text,charts,csv")]

@@ -17,7 +17,8 @@ import re
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from datetime import datetime
+from dataclasses import replace
+from datetime import date, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from reports.i18n import format_number
 from reports.metrics import build_report
 from reports.model import AppKey, Report, ReportFilter
 from reports.periods import parse_period
+from reports.trend import build_trend
 from tests.datasets import OLD_ROWS, ROWS_IN_AND_AROUND_P, VIP, VK_GROUP, load
 from tests.fake_telegram import Call, FakeTelegram, image_size
 
@@ -69,6 +71,49 @@ YESTERDAY_ROWS = [
     ["app_clients", "vk", VK_GROUP, "1", "0"],
     ["app_clients", "whatsapp", "Sales", "2", "0"],
     ["app_clients", "whatsapp", "Support", "1", "1"],
+]
+# The same day hour by hour (appeals, contacted, new), counted by hand; 2026-11-09 had only C's
+# first appeal, at 23:59:59.
+YESTERDAY_HOURS = {
+    0: (1, 1, 1),
+    10: (1, 1, 0),
+    11: (1, 1, 0),
+    12: (1, 1, 1),
+    13: (1, 1, 0),
+    15: (1, 1, 0),
+    23: (1, 1, 0),
+}
+DAY_BEFORE_HOURS = {23: (1, 1, 1)}
+DAILY_METRICS = ("daily_appeals", "daily_contacted_clients", "daily_new_clients")
+
+
+def hour_rows(
+    day: str, hours: dict[int, tuple[int, int, int]], before: dict[int, tuple[int, int, int]]
+) -> list[list[str]]:
+    """The trend rows of a single Moscow day (24 hours, each with the hour before's values)."""
+    next_day = (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+    ends = [f"{day}T{hour:02d}:00:00+03:00" for hour in range(1, 24)]
+    ends.append(f"{next_day}T00:00:00+03:00")
+    starts = [f"{day}T00:00:00+03:00", *ends[:-1]]
+    return [
+        [
+            starts[hour],
+            ends[hour],
+            "Europe/Moscow",
+            metric,
+            "",
+            "",
+            str(hours.get(hour, (0, 0, 0))[index]),
+            str(before.get(hour, (0, 0, 0))[index]),
+        ]
+        for index, metric in enumerate(DAILY_METRICS)
+        for hour in range(24)
+    ]
+
+
+YESTERDAY_CSV = [
+    *(YESTERDAY_BOUNDS + row for row in YESTERDAY_ROWS),
+    *hour_rows("2026-11-10", YESTERDAY_HOURS, DAY_BEFORE_HOURS),
 ]
 
 
@@ -200,6 +245,24 @@ def expected_rows(report: Report) -> list[list[str]]:
                 str(before.app_clients.get(app, 0)),
             ]
         )
+    trend = report.trend
+    for metric, attribute in zip(
+        DAILY_METRICS, ("appeals", "contacted_clients", "new_clients"), strict=True
+    ):
+        for index, bucket in enumerate(trend.current):
+            prior = trend.previous[index] if index < len(trend.previous) else None
+            rows.append(
+                [
+                    bucket.start.isoformat(timespec="seconds"),
+                    bucket.end.isoformat(timespec="seconds"),
+                    report.period.tz_name,
+                    metric,
+                    "",
+                    "",
+                    str(getattr(bucket, attribute)),
+                    "" if prior is None else str(getattr(prior, attribute)),
+                ]
+            )
     return rows
 
 
@@ -213,7 +276,11 @@ async def test_week_on_demo_data_sends_text_pies_and_a_csv_equal_to_the_metrics(
     periods = parse_period("week", now=NOW, tz=MSK)
     async with engine.connect() as connection:
         report = await build_report(connection, periods, ReportFilter())
+        report = replace(report, trend=await build_trend(connection, periods, ReportFilter()))
     assert report.current.appeals > 0 and report.previous.appeals > 0  # a meaningful check
+    # Monday to Wednesday noon against the week before: three days each.
+    assert [bucket.start.day for bucket in report.trend.current] == [9, 10, 11]
+    assert [bucket.start.day for bucket in report.trend.previous] == [2, 3, 4]
 
     async with running(engine) as live:
         update = live.command("/clients week")
@@ -241,15 +308,19 @@ async def test_week_on_demo_data_sends_text_pies_and_a_csv_equal_to_the_metrics(
             assert f"\n{label}: <b>{format_number(value, 'en')}</b> · " in raw
         assert text_call.result["text"].startswith("Clients report\n")
 
-        # Two valid PNG pies in one album.
+        # Two valid PNG pies and the trend in one album, pies first.
         media = album_call.json("media")
-        assert [item["type"] for item in media] == ["photo", "photo"]
+        assert [item["type"] for item in media] == ["photo", "photo", "photo"]
         pies = album_call.media_files()
-        assert [pie.filename for pie in pies if pie] == ["channels.png", "apps.png"]
+        assert [pie.filename for pie in pies if pie] == ["channels.png", "apps.png", "trend.png"]
         for pie in pies:
             assert pie is not None and pie.data.startswith(PNG_SIGNATURE)
             assert image_size(pie.data) == (1200, 900)
-        assert [message["photo"][0]["width"] for message in album_call.result] == [1200, 1200]
+        assert [message["photo"][0]["width"] for message in album_call.result] == [
+            1200,
+            1200,
+            1200,
+        ]
 
         # The CSV: named by the period's days, equal row by row to build_report.
         document = document_call.file("document")
@@ -310,7 +381,7 @@ async def test_yesterday_on_the_hand_counted_day_gives_exact_numbers(
         assert document is not None
         assert document.filename == "clients_2026-11-10_2026-11-10.csv"
         rows = parse_csv(document.data, ",")
-        assert rows == [list(HEADER)] + [YESTERDAY_BOUNDS + row for row in YESTERDAY_ROWS]
+        assert rows == [list(HEADER), *YESTERDAY_CSV]
         assert f",{VIP},".encode() in document.data
 
 
@@ -352,6 +423,8 @@ async def test_an_empty_period_sends_the_text_and_the_csv_but_no_pies(
                     "repeat_appeals",
                 )
             ),
+            # No appeals on 5 or 4 November: every hour is there, with zeros.
+            *hour_rows("2026-11-05", {}, {}),
         ]
 
 
@@ -554,9 +627,7 @@ async def test_a_russian_user_gets_russian_text_and_a_semicolon_csv_with_bom(
         document = document_call.file("document")
         assert document is not None
         assert document.data.startswith(BOM + b"period_start;period_end;timezone;metric;")
-        assert parse_csv(document.data, ";") == [list(HEADER)] + [
-            YESTERDAY_BOUNDS + row for row in YESTERDAY_ROWS
-        ]
+        assert parse_csv(document.data, ";") == [list(HEADER), *YESTERDAY_CSV]
         assert b"," not in document.data
 
 
@@ -610,9 +681,7 @@ async def test_two_500s_on_the_csv_are_retried_and_the_csv_arrives_once(
         ]
         document = attempts[-1].file("document")
         assert document is not None
-        assert parse_csv(document.data, ",")[1:] == [
-            YESTERDAY_BOUNDS + row for row in YESTERDAY_ROWS
-        ]
+        assert parse_csv(document.data, ",")[1:] == YESTERDAY_CSV
 
 
 async def test_channels_lists_apps_with_their_names_escaped(hand_counted: AsyncEngine) -> None:

@@ -8,7 +8,7 @@ where the product itself waits (retry_after, retry backoff, the render timeout, 
 timeout) or where the test holds a lock for a set time.
 
 The clock is frozen at 2026-11-11 12:00 Moscow, so "yesterday" is the hand-counted day of
-`tests/datasets.py` (a report of three parts: text, an album of two pies, the CSV).
+`tests/datasets.py` (a report of three parts: text, an album of two pies and the trend, the CSV).
 """
 
 from __future__ import annotations
@@ -184,13 +184,13 @@ async def hand_counted(sqlite_engine: AsyncEngine, tmp_path: Path) -> AsyncEngin
 
 
 def assert_one_report(live: Live, *, chat_id: int = ADMIN) -> list[Call]:
-    """The yesterday report arrived exactly once: text, album of two pies, CSV, in order."""
+    """The yesterday report arrived exactly once: text, album of three charts, CSV, in order."""
     delivered = live.delivered(chat_id)
     assert [call.method for call in delivered] == REPORT
     text, album, document = delivered
     assert text.result["text"].startswith(REPORT_TITLE)
-    assert [item["type"] for item in album.json("media")] == ["photo", "photo"]
-    assert len(album.result) == 2
+    assert [item["type"] for item in album.json("media")] == ["photo", "photo", "photo"]
+    assert len(album.result) == 3
     assert document.result["document"]["file_name"] == YESTERDAY_CSV
     return delivered
 
@@ -212,7 +212,7 @@ async def test_a_429_on_the_album_waits_retry_after_and_the_album_arrives_once(
         assert albums[0].response is not None
         assert albums[0].response["parameters"] == {"retry_after": 2}
         assert albums[1].at - albums[0].at >= 2.0  # it waited retry_after before the retry
-        # The retry carries the same two pies, and only the album is resent.
+        # The retry carries the same three charts, and only the album is resent.
         assert [f.data for f in albums[1].media_files() if f] == [
             f.data for f in albums[0].media_files() if f
         ]
@@ -321,7 +321,7 @@ async def test_a_csv_that_keeps_failing_gets_one_note_naming_it_and_the_bot_goes
         ]
         text, album, note = delivered
         assert text.result["text"].startswith(REPORT_TITLE)
-        assert len(album.result) == 2
+        assert len(album.result) == 3
         assert note.result["text"] == CSV_UNDELIVERED
         await live.assert_serves_help()
 
@@ -472,7 +472,7 @@ async def test_a_hung_chart_renderer_gives_text_and_csv_with_a_note_then_a_fresh
             again = live.delivered()[before:]
             assert [call.method for call in again] == REPORT
             assert CHARTS_UNAVAILABLE not in again[0].params["text"]
-            assert len(again[1].result) == 2
+            assert len(again[1].result) == 3
             await live.assert_serves_help()
         assert live.tg.calls("sendMediaGroup") == [again[1]]
 
@@ -770,7 +770,7 @@ async def test_sigterm_during_a_report_lets_it_finish_and_exits_cleanly(tmp_path
     assert delivered == REPORT, log
     assert [call.status for call in tg.calls() if call.method in SENDS] == [200, 200, 200]
     album = tg.calls("sendMediaGroup")[0]
-    assert len(album.result) == 2
+    assert len(album.result) == 3
     # The command was confirmed before the bot stopped: a restart will not run it again.
     assert tg.pending_updates == []
     assert update in [u["update_id"] for c in tg.calls("getUpdates") if c.ok for u in c.result]

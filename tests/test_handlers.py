@@ -121,7 +121,7 @@ async def test_clients_sends_text_then_two_pies_then_the_csv(harness: Harness) -
         "rep:last_month::",
     ]
     media = harness.session.sent("sendMediaGroup")[0].media
-    assert [item.media.filename for item in media] == ["channels.png", "apps.png"]
+    assert [item.media.filename for item in media] == ["channels.png", "apps.png", "trend.png"]
     assert all(item.media.data.startswith(b"\x89PNG\r\n\x1a\n") for item in media)
     document = harness.session.sent("sendDocument")[0]
     assert document.document.filename == "clients_2026-11-10_2026-11-10.csv"

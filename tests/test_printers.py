@@ -7,7 +7,8 @@ import re
 import struct
 import subprocess
 import sys
-from datetime import date, datetime
+from dataclasses import replace
+from datetime import date, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -27,6 +28,7 @@ from reports.charts import (
     pie_slices,
     render_apps_png,
     render_channels_png,
+    render_trend_png,
     slice_colors,
 )
 from reports.csv_export import neutralize, render_csv
@@ -41,7 +43,7 @@ from reports.i18n import (
     normalize_language,
     translator,
 )
-from reports.model import AppKey, Metrics, Period, Report, ReportFilter
+from reports.model import AppKey, Metrics, Period, Report, ReportFilter, Trend, TrendBucket
 from reports.text import TEXT_LIMIT, render_text, shorten
 
 MSK = ZoneInfo("Europe/Moscow")
@@ -417,6 +419,63 @@ def test_no_charts_for_an_empty_period() -> None:
     assert render_apps_png(empty_report(), lang="ru") is None
 
 
+def daily_trend(first: datetime, days: int, values: list[tuple[int, int, int]]) -> tuple:
+    """Buckets of whole local days from first, with (appeals, contacted, new) per day."""
+    return tuple(
+        TrendBucket(
+            start=first + timedelta(days=index),
+            end=first + timedelta(days=index + 1),
+            appeals=appeals,
+            contacted_clients=contacted,
+            new_clients=new,
+        )
+        for index, (appeals, contacted, new) in zip(range(days), values, strict=True)
+    )
+
+
+def trend_report() -> Report:
+    """Month to date (27 days) with a trend; the previous month's series one day shorter."""
+    current = [(10 + i % 7, 8 + i % 5, i % 3) for i in range(27)]
+    previous = [(9 + i % 4, 7, 1) for i in range(26)]
+    return replace(
+        sample_report(),
+        trend=Trend(
+            unit="day",
+            current=daily_trend(at(2026, 11, 1), 27, current),
+            previous=daily_trend(at(2026, 10, 1), 26, previous),
+        ),
+    )
+
+
+@pytest.mark.parametrize("lang", ["ru", "en"])
+def test_trend_chart_is_a_png_telegram_accepts(lang: str) -> None:
+    data = render_trend_png(trend_report(), lang=lang)
+    assert data is not None
+    assert png_size(data) == (WIDTH_PX, HEIGHT_PX)
+    assert len(data) < 10 * 1024 * 1024
+    # The same report gives the same bytes (no timestamps in the file).
+    assert render_trend_png(trend_report(), lang=lang) == data
+
+
+def test_trend_chart_draws_hours_and_weeks_and_nothing_for_no_data() -> None:
+    day = period(at(2026, 11, 10), at(2026, 11, 11))
+    hours = tuple(
+        TrendBucket(start=at(2026, 11, 10, h), end=at(2026, 11, 10, h) + timedelta(hours=1))
+        for h in range(24)
+    )
+    hourly = replace(
+        sample_report(current_period=day, previous_period=period(at(2026, 11, 9), day.start)),
+        trend=Trend(unit="hour", current=hours, previous=()),
+    )
+    assert png_size(render_trend_png(hourly, lang="ru") or b"") == (WIDTH_PX, HEIGHT_PX)
+    weeks = Trend(unit="week", current=daily_trend(at(2026, 1, 5), 3, [(1, 1, 1)] * 3))
+    weekly = replace(sample_report(), trend=weeks)
+    assert png_size(render_trend_png(weekly, lang="en") or b"") == (WIDTH_PX, HEIGHT_PX)
+    # No appeals, or a report whose trend was not computed: no chart.
+    assert render_trend_png(replace(empty_report(), trend=weeks), lang="en") is None
+    assert render_trend_png(sample_report(), lang="en") is None
+
+
 def test_names_render_literally_with_cyrillic() -> None:
     # Paired "$" would start mathtext, and "\frac{" inside it is a parse error at draw time.
     odd = ["$VIP$", r"$\frac{$", VIP, "Продажи и партнёры"]
@@ -578,6 +637,52 @@ def test_csv_bytes_with_commas() -> None:
         ]
     )
     assert render_csv(csv_report(), delimiter=",") == b"\xef\xbb\xbf" + expected.encode("utf-8")
+
+
+def test_csv_lists_the_trend_after_the_metrics_with_each_bucket_bounds() -> None:
+    berlin = ZoneInfo("Europe/Berlin")
+    days = [datetime(2026, 10, d, tzinfo=berlin) for d in (23, 24, 25, 26, 27)]
+    current = (
+        TrendBucket(start=days[2], end=days[3], appeals=5, contacted_clients=3, new_clients=1),
+        TrendBucket(start=days[3], end=days[4], appeals=0, contacted_clients=0, new_clients=0),
+    )
+    # A prior with one bucket only: the second day has nothing to compare with.
+    previous = (
+        TrendBucket(start=days[0], end=days[1], appeals=2, contacted_clients=2, new_clients=2),
+    )
+    report = replace(
+        make_report(
+            Metrics(contacted_clients=3, new_clients=1, appeals=5, repeat_appeals=4),
+            Metrics(contacted_clients=2, new_clients=2, appeals=2),
+            all_clients=9,
+            current_period=Period(start=days[2], end=days[4], tz=berlin),
+            previous_period=Period(start=days[0], end=days[2], tz=berlin),
+        ),
+        trend=Trend(unit="day", current=current, previous=previous),
+    )
+    p = "2026-10-25T00:00:00+02:00,2026-10-27T00:00:00+01:00,Europe/Berlin,"
+    # 25 October ends an hour later than it began, by the clock: summer time ended.
+    d1 = "2026-10-25T00:00:00+02:00,2026-10-26T00:00:00+01:00,Europe/Berlin,"
+    d2 = "2026-10-26T00:00:00+01:00,2026-10-27T00:00:00+01:00,Europe/Berlin,"
+    expected = "\r\n".join(
+        [
+            "period_start,period_end,timezone,metric,channel,app,value,previous_value",
+            p + "all_clients,,,9,",
+            p + "contacted_clients,,,3,2",
+            p + "new_clients,,,1,2",
+            p + "returning_clients,,,2,0",
+            p + "appeals,,,5,2",
+            p + "repeat_appeals,,,4,0",
+            d1 + "daily_appeals,,,5,2",
+            d2 + "daily_appeals,,,0,",
+            d1 + "daily_contacted_clients,,,3,2",
+            d2 + "daily_contacted_clients,,,0,",
+            d1 + "daily_new_clients,,,1,2",
+            d2 + "daily_new_clients,,,0,",
+            "",
+        ]
+    )
+    assert render_csv(report, delimiter=",") == b"\xef\xbb\xbf" + expected.encode("utf-8")
 
 
 def test_csv_reads_back_with_the_csv_module() -> None:

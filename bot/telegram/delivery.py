@@ -30,6 +30,7 @@ from reports.errors import N_
 from reports.i18n import translator
 from reports.metrics import build_report
 from reports.model import PeriodPair, ReportFilter
+from reports.trend import build_trend
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ async def produce_bundle(
     as_of = now or datetime.now(UTC)
     async with engine.connect() as connection:
         report = await build_report(connection, periods, report_filter)
+        trend = await build_trend(connection, periods, report_filter)
         data_until = await newest_data(connection)
         silent = (
             await silent_sources(connection, now=as_of, silent_after=silent_after)
@@ -89,6 +91,7 @@ async def produce_bundle(
         report,
         data_until=data_until,
         as_of=as_of,
+        trend=trend,
         silent_sources=tuple((f"{source}:{label}", at) for source, label, at in silent),
     )
     return await renderer.render(report, lang=lang, delimiter=delimiter, title=title)
