@@ -67,6 +67,8 @@ class StoredEvents:
     new: int
     duplicates: int
     conversations: int
+    # (source, label, event key) of each event stored for the first time.
+    new_keys: frozenset[tuple[str, str, str]] = frozenset()
 
 
 def derive_cycles(events: Iterable[DeskEvent]) -> list[Cycle]:
@@ -110,6 +112,7 @@ async def store_desk_events(
     insert = dialect_insert(connection.dialect.name)
     new = 0
     touched: set[tuple[str, str, str]] = set()
+    new_keys: set[tuple[str, str, str]] = set()
     # One statement per chunk; RETURNING names only the rows inserted, not the repeats.
     for start in range(0, len(events), _INSERT_CHUNK):
         rows = [
@@ -132,20 +135,69 @@ async def store_desk_events(
             insert(desk_events)
             .values(rows)
             .on_conflict_do_nothing()
-            .returning(desk_events.c.source, desk_events.c.label, desk_events.c.conversation_id)
+            .returning(
+                desk_events.c.source,
+                desk_events.c.label,
+                desk_events.c.conversation_id,
+                desk_events.c.event_key,
+            )
         )
         for row in inserted:
             new += 1
             touched.add((row.source, row.label, row.conversation_id))
-    for source, label, conversation in sorted(touched):
-        await rederive_conversation(connection, source, label, conversation)
-    return StoredEvents(len(events), new, len(events) - new, len(touched))
+            new_keys.add((row.source, row.label, row.event_key))
+    await rederive_conversations(connection, sorted(touched))
+    return StoredEvents(len(events), new, len(events) - new, len(touched), frozenset(new_keys))
+
+
+async def rederive_conversations(
+    connection: AsyncConnection, conversations: Sequence[tuple[str, str, str]]
+) -> None:
+    """Replace each conversation's stored appeals by those its events derive, where they differ.
+
+    The new appeals of all of them go through the one write path together, so a batch of
+    webhooks stages its appeals once instead of once per conversation.
+    """
+    stale: list[str] = []
+    fresh: list[AppealRow] = []
+    moved_clients: set[str] = set()
+    for source, label, conversation_id in conversations:
+        wanted = await _derived_appeals(connection, source, label, conversation_id)
+        stored = await _stored_appeals(connection, source, label, conversation_id)
+        gone = [external for external, row in stored.items() if wanted.get(external) != row]
+        added = [row for external, row in wanted.items() if stored.get(external) != row]
+        stale.extend(gone)
+        fresh.extend(added)
+        if gone:
+            moved_clients |= {row.client_id for row in stored.values()}
+            moved_clients |= {row.client_id for row in added}
+    if stale:
+        await connection.execute(delete(appeals).where(appeals.c.external_id.in_(stale)))
+    if fresh:
+        await store_appeals(connection, fresh)
+    if moved_clients:
+        affected = sorted(moved_clients)
+        await recompute_first_appeals(connection, affected)
+        # A client left without any appeal must not count as new in the period it started.
+        await connection.execute(
+            delete(clients).where(
+                clients.c.external_id.in_(affected),
+                ~exists().where(appeals.c.client_id == clients.c.id),
+            )
+        )
 
 
 async def rederive_conversation(
     connection: AsyncConnection, source: str, label: str, conversation_id: str
 ) -> None:
-    """Replace the conversation's stored appeals by those its events derive, if they differ."""
+    """Replace one conversation's stored appeals by those its events derive, if they differ."""
+    await rederive_conversations(connection, [(source, label, conversation_id)])
+
+
+async def _derived_appeals(
+    connection: AsyncConnection, source: str, label: str, conversation_id: str
+) -> dict[str, AppealRow]:
+    """The appeals the conversation's stored events derive, by appeal id."""
     rows = await connection.execute(
         select(desk_events).where(
             desk_events.c.source == source,
@@ -170,9 +222,10 @@ async def rederive_conversation(
     ]
     wanted: dict[str, AppealRow] = {}
     cycles = derive_cycles(events)
+    if not cycles:
+        return wanted
     # Every cycle of a conversation has its latest channel and inbox, so one app name.
-    if cycles:
-        app_name = await _app_name(connection, source, label, cycles[0].channel, cycles[0].app_key)
+    app_name = await _app_name(connection, source, label, cycles[0].channel, cycles[0].app_key)
     for cycle in cycles:
         external = appeal_id(source, label, conversation_id, cycle.number)
         wanted[external] = AppealRow(
@@ -182,23 +235,7 @@ async def rederive_conversation(
             app=app_name,
             created_at=cycle.started_at,
         )
-    stored = await _stored_appeals(connection, source, label, conversation_id)
-    stale = [external for external, row in stored.items() if wanted.get(external) != row]
-    if stale:
-        await connection.execute(delete(appeals).where(appeals.c.external_id.in_(stale)))
-    fresh = [row for external, row in wanted.items() if stored.get(external) != row]
-    if fresh:
-        await store_appeals(connection, fresh)
-    affected = {row.client_id for row in stored.values()} | {row.client_id for row in fresh}
-    if stale and affected:
-        await recompute_first_appeals(connection, sorted(affected))
-        # A client left without any appeal must not count as new in the period it started.
-        await connection.execute(
-            delete(clients).where(
-                clients.c.external_id.in_(sorted(affected)),
-                ~exists().where(appeals.c.client_id == clients.c.id),
-            )
-        )
+    return wanted
 
 
 async def _stored_appeals(

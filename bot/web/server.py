@@ -13,8 +13,8 @@ import logging
 import re
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -106,6 +106,7 @@ class IngestServer:
         # in SQLite's busy handler, whose sleeps (growing to 100 ms) can starve one request for
         # seconds, past Chatwoot's 5 s webhook timeout (it does not retry).
         self._sqlite_writes = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        self.batches = WebhookBatches(self._writing, self.clock)
 
     @asynccontextmanager
     async def _writing(self) -> AsyncIterator[AsyncConnection]:
@@ -187,12 +188,12 @@ class IngestServer:
         except PayloadError as exc:
             raise Refused(400, str(exc), "bad body") from None
         delivery = request.headers.get("X-Chatwoot-Delivery") if source == "chatwoot" else None
-        now = self.clock()
-        async with self._writing() as connection:
-            if delivery and not await _first_delivery(connection, source, delivery[:200], now):
-                return web.json_response({"received": len(events), "new": 0, "replayed": True})
-            stored = await store_desk_events(connection, events, received_at=now)
-        return web.json_response({"received": stored.received, "new": stored.new})
+        stored = await self.batches.store(
+            _Webhook(source=source, delivery=delivery[:200] if delivery else None, events=events)
+        )
+        if stored is None:
+            return web.json_response({"received": len(events), "new": 0, "replayed": True})
+        return web.json_response({"received": len(events), "new": stored})
 
     # --- checks -------------------------------------------------------------------------------
 
@@ -290,6 +291,87 @@ class IngestServer:
                 )
         except (OperationalError, DBAPIError, OSError):
             logger.warning("could not record a refused request (database problem)")
+
+
+@dataclass
+class _Webhook:
+    source: str
+    delivery: str | None
+    events: list[DeskEvent]
+    # Set by the batch that stores it: new events, or None for a replayed delivery.
+    done: asyncio.Future[int | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class WebhookBatches:
+    """Webhooks that arrive while a write is under way are stored together (group commit).
+
+    Each webhook is answered only after the transaction holding it committed, so a 200 still
+    means stored. One transaction and one pass through the write path for a batch is what lets
+    SQLite keep up with a busy desk: the cost per webhook is mostly per transaction and per
+    staging of new appeals, not per event. A batch that fails is retried one webhook at a time,
+    so one bad webhook cannot take the others down with it.
+    """
+
+    MAX_BATCH = 200
+
+    def __init__(
+        self, writing: Callable[[], AbstractAsyncContextManager[AsyncConnection]], clock: Clock
+    ) -> None:
+        self._writing, self._clock = writing, clock
+        self._pending: list[_Webhook] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def store(self, webhook: _Webhook) -> int | None:
+        self._pending.append(webhook)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain(), name="webhook-writer")
+        # shield: a client that hangs up must not cancel the batch its webhook is part of.
+        return await asyncio.shield(webhook.done)
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = (
+                self._pending[: self.MAX_BATCH],
+                self._pending[self.MAX_BATCH :],
+            )
+            try:
+                await self._store(batch)
+            except Exception:  # noqa: BLE001 - each webhook is tried alone to find the bad one
+                for webhook in batch:
+                    try:
+                        await self._store([webhook])
+                    except Exception as exc:  # noqa: BLE001 - handed to its own request
+                        if not webhook.done.done():
+                            webhook.done.set_exception(exc)
+
+    async def _store(self, batch: list[_Webhook]) -> None:
+        now = self._clock()
+        results: list[tuple[_Webhook, int | None]] = []
+        async with self._writing() as connection:
+            taken: list[_Webhook] = []
+            for webhook in batch:
+                if webhook.delivery and not await _first_delivery(
+                    connection, webhook.source, webhook.delivery, now
+                ):
+                    results.append((webhook, None))
+                else:
+                    taken.append(webhook)
+            stored = await store_desk_events(
+                connection, [e for webhook in taken for e in webhook.events], received_at=now
+            )
+            # An event two webhooks of the batch both carry (a conversation's start) is new
+            # for the first of them only, as if they had come one after the other.
+            unclaimed = set(stored.new_keys)
+            for webhook in taken:
+                keys = {(e.source, e.label, e.key) for e in webhook.events} & unclaimed
+                unclaimed -= keys
+                results.append((webhook, len(keys)))
+        # Only after the commit: a 200 is a promise that the event is stored.
+        for webhook, result in results:
+            if not webhook.done.done():
+                webhook.done.set_result(result)
 
 
 async def _first_delivery(connection: Any, source: str, delivery: str, now: datetime) -> bool:
