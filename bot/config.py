@@ -7,6 +7,8 @@ from zoneinfo import ZoneInfo, available_timezones
 from pydantic import SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.errors import N_, AppError
+
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///data/bot.db"
 
 
@@ -21,7 +23,7 @@ def zone_named(name: str) -> ZoneInfo | None:
     return ZoneInfo(name) if name in _zone_names() else None
 
 
-class SettingsError(Exception):
+class SettingsError(AppError):
     """A setting has a value the bot cannot use; the message names it."""
 
 
@@ -95,4 +97,6 @@ def load_settings(**overrides: object) -> Settings:
         for error in exc.errors():
             name = ".".join(str(part) for part in error["loc"]).upper()
             lines.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
-        raise SettingsError("bad setting: " + "; ".join(lines)) from None
+        # Read before the language setting is known, and pydantic's words are English: shown as
+        # they are.
+        raise SettingsError(N_("bad setting: {problems}"), problems="; ".join(lines)) from None

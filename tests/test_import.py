@@ -12,6 +12,7 @@ import bot.ingest.files as importer
 import bot.ingest.merge as merge
 from bot.ingest.files import ImportFileError, import_file
 from bot.ingest.merge import ImportResult
+from reports.i18n import translator
 from reports.schema import appeals, apps, clients
 
 HEADER = "appeal_id,client_id,channel,app,created_at\n"
@@ -342,6 +343,28 @@ async def test_every_problem_is_collected_and_the_message_lists_the_first_hundre
     assert lines[1:101] == error.problems[:100]
     assert lines[101:] == ["... and 5 more"]
     assert await counts(engine) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("count", "heading"),
+    [
+        (1, "Ничего не импортировано: в файле 1 ошибка."),
+        (3, "Ничего не импортировано: в файле 3 ошибки."),
+        (5, "Ничего не импортировано: в файле 5 ошибок."),
+        (11, "Ничего не импортировано: в файле 11 ошибок."),
+        (21, "Ничего не импортировано: в файле 21 ошибка."),
+    ],
+)
+def test_the_problem_count_takes_the_russian_plural_form(count: int, heading: str) -> None:
+    problems = [f"line {n + 2}: created_at is empty" for n in range(count)]
+    text = ImportFileError.from_problems(problems).localized(translator("ru"))
+    assert text.split("\n") == [heading, *problems]
+
+
+def test_the_hidden_problems_line_is_translated_too() -> None:
+    problems = [f"line {n + 2}: created_at is empty" for n in range(102)]
+    text = ImportFileError.from_problems(problems).localized(translator("ru"))
+    assert text.split("\n")[-1] == "... и ещё 2"
 
 
 async def test_several_problems_of_one_row_are_all_reported(
