@@ -27,6 +27,7 @@ from bot.digests.runner import DigestRunner
 from bot.rendering import Renderer
 from bot.storage.engine import session_factory
 from bot.telegram import outbound
+from bot.telegram.delivery import ReportService
 from bot.telegram.i18n import SUPPORTED_LANGUAGES, PeopleI18nMiddleware, build_i18n
 from bot.telegram.middlewares import (
     AccessMiddleware,
@@ -87,24 +88,31 @@ def build_dispatcher(
 ) -> Dispatcher:
     """A fresh Dispatcher (routers can be attached once, so tests build one each)."""
     renderer = renderer or Renderer()
+    clock = clock or (lambda: datetime.now(UTC))
     dispatcher = Dispatcher(
         settings=settings,
         engine=engine,
         renderer=renderer,
-        clock=clock or (lambda: datetime.now(UTC)),
+        clock=clock,
+        report_service=ReportService(
+            engine=engine, renderer=renderer, settings=settings, clock=clock
+        ),
         **workflow_data,
     )
     sessions = session_factory(engine)
     in_flight = InFlightMiddleware()
     dispatcher.update.outer_middleware(in_flight)
-    dispatcher.update.outer_middleware(DbSessionMiddleware(sessions))
     PeopleI18nMiddleware(build_i18n(settings.language), sessions).setup(dispatcher)
-    # Inner: only updates a handler matched are judged (group chatter passes unanswered).
-    access = AccessMiddleware(settings.admin_ids)
+    # Inner: only updates a handler matched are judged (group chatter passes unanswered), and
+    # only they get the update's session, after access was checked in reads of its own.
+    access = AccessMiddleware(settings.admin_ids, sessions)
     flood = ReportFloodMiddleware()
+    db_session = DbSessionMiddleware(engine)
     for observer in (dispatcher.message, dispatcher.callback_query):
         observer.middleware(access)
         observer.middleware(flood)
+    for observer in (dispatcher.message, dispatcher.callback_query, dispatcher.my_chat_member):
+        observer.middleware(db_session)
     dispatcher.include_routers(*build_routers())
 
     async def on_shutdown() -> None:

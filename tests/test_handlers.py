@@ -13,7 +13,8 @@ import pytest
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.types import CallbackQuery, Chat, Message, MessageEntity, Update, User
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 import bot.telegram.delivery
 from bot.app import build_dispatcher
@@ -34,14 +35,21 @@ class Harness:
     def __init__(self, dispatcher: Dispatcher, bot: Bot, session: RecordingSession) -> None:
         self.dispatcher, self.bot, self.session = dispatcher, bot, session
 
-    async def send(self, text: str, *, user_id: int = ADMIN, language: str = "en") -> None:
+    async def send(
+        self,
+        text: str,
+        *,
+        user_id: int = ADMIN,
+        language: str = "en",
+        chat: Chat | None = None,
+    ) -> None:
         entities = []
         if text.startswith("/"):
             entities = [MessageEntity(type="bot_command", offset=0, length=len(text.split()[0]))]
         message = Message(
             message_id=next(update_ids),
             date=datetime.now(UTC),
-            chat=Chat(id=user_id, type="private"),
+            chat=chat or Chat(id=user_id, type="private"),
             from_user=User(id=user_id, is_bot=False, first_name="Lead", language_code=language),
             text=text,
             entities=entities,
@@ -303,3 +311,36 @@ async def test_leads_get_reports_but_cannot_manage_digests(
     texts = harness.texts()
     assert texts[0] == "Only admins can do that."
     assert "Wrote: <b>4</b>" in texts[1]
+
+
+@pytest.mark.parametrize(
+    ("command", "chat"),
+    [
+        ("/grant 555", None),
+        ("/revoke 555", None),
+        ("/lang ru", None),
+        ("/timezone Asia/Yekaterinburg", None),
+        ("/digest daily 09:00", None),
+        ("/digest off all", None),
+        ("/enable", Chat(id=-100, type="supergroup")),
+        ("/disable", Chat(id=-100, type="supergroup")),
+    ],
+)
+async def test_a_change_is_confirmed_only_after_its_commit_succeeded(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, command: str, chat: Chat | None
+) -> None:
+    async def disk_full(self: AsyncSession) -> None:
+        raise OperationalError("COMMIT", None, Exception("disk full"))
+
+    monkeypatch.setattr(AsyncSession, "commit", disk_full)
+    await harness.send(command, chat=chat)
+    assert harness.texts() == ["Temporary problem with the database: please retry in a minute."]
+    monkeypatch.undo()
+    # Nothing of the change was kept either.
+    await harness.send("/timezone")
+    await harness.send("/digest")
+    assert harness.texts()[1:] == [
+        "Timezone: Europe/Moscow. Local time: 11 Nov, 12:00.",
+        "No digests in this chat. Add one: /digest daily 09:00, /digest weekly mon 09:00 "
+        "or /digest monthly 1 09:00.",
+    ]
