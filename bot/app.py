@@ -12,16 +12,11 @@ from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
-from aiogram.exceptions import (
-    ClientDecodeError,
-    TelegramNetworkError,
-    TelegramServerError,
-    TelegramUnauthorizedError,
-)
+from aiogram.exceptions import TelegramUnauthorizedError
 from aiogram.types import BotCommand, User
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.config import Settings
+from bot.config import SHUTDOWN_GRACE, Settings
 from bot.digests.clock import DigestClock
 from bot.digests.runner import DigestRunner
 from bot.rendering import Renderer
@@ -35,7 +30,7 @@ from bot.telegram.middlewares import (
     InFlightMiddleware,
     ReportFloodMiddleware,
 )
-from bot.telegram.outbound import OutboundLimiter
+from bot.telegram.outbound import OutboundLimiter, backoff_delays, retry
 from handlers import build_routers
 from reports.errors import N_
 from reports.i18n import translator
@@ -43,8 +38,6 @@ from reports.i18n import translator
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-# How long a stopping bot waits for reports already being sent.
-SHUTDOWN_GRACE = 30.0
 
 # The command menu, set with setMyCommands in every language of the catalogs.
 COMMANDS = [
@@ -170,19 +163,19 @@ async def wait_for_telegram(
     max_delay: float = 30.0,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> User:
-    """getMe until Telegram answers: aiogram's polling would otherwise crash at start-up."""
-    delay = 1.0
-    while True:
-        try:
-            return await bot.me()
-        except TelegramUnauthorizedError:
-            raise
-        except (TelegramNetworkError, TelegramServerError, ClientDecodeError) as exc:
-            logger.warning(
-                "Telegram is not reachable (%s); retrying in %.0f s", type(exc).__name__, delay
-            )
-            await sleep(delay)
-            delay = min(delay * 2, max_delay)
+    """getMe until Telegram answers: aiogram's polling would otherwise crash at start-up.
+
+    A rejected token (TelegramUnauthorizedError) is not retried: it will not get better.
+    """
+
+    def log(exc: Exception, _failures: int, delay: float) -> None:
+        logger.warning(
+            "Telegram is not reachable (%s); retrying in %.0f s", type(exc).__name__, delay
+        )
+
+    return await retry(
+        bot.me, delays=backoff_delays(1.0, limit=max_delay), on_retry=log, sleep=sleep
+    )
 
 
 async def run_polling(settings: Settings, engine: AsyncEngine) -> int:

@@ -10,6 +10,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from bot.errors import N_, AppError
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///data/bot.db"
+# How long a stopping bot lets the reports and digests already being sent finish.
+SHUTDOWN_GRACE = 30.0
 
 
 @cache

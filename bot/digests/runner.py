@@ -44,6 +44,8 @@ TITLES = {
 # A slot sent later than this after its time says so in its title.
 DELAY_NOTE_AFTER = timedelta(minutes=5)
 CLAIM_TTL = timedelta(minutes=10)
+# Why a slot found later than MAX_LATENESS was skipped, as recorded and logged.
+TOO_LATE = f"more than {MAX_LATENESS // timedelta(hours=1)} hours late"
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,15 +175,16 @@ class DigestRunner:
                 period_key=due.period_key,
                 slot_at=due.slot,
                 status="skipped",
-                detail="more than 6 hours late",
+                detail=TOO_LATE,
                 updated_at=now,
             )
             inserted = await connection.execute(insert.on_conflict_do_nothing())
             if inserted.rowcount:
                 logger.warning(
-                    "digest %s for %s skipped: more than 6 hours late",
+                    "digest %s for %s skipped: %s",
                     due.subscription.id,
                     due.period_key,
+                    TOO_LATE,
                 )
                 return 1
             closed = await connection.execute(
@@ -192,7 +195,7 @@ class DigestRunner:
                     digest_deliveries.c.status == "claimed",
                     digest_deliveries.c.claim_expires_at < now,
                 )
-                .values(status="skipped", detail="more than 6 hours late", updated_at=now)
+                .values(status="skipped", detail=TOO_LATE, updated_at=now)
             )
             return int(closed.rowcount or 0)
 

@@ -14,12 +14,6 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from aiogram import Bot
-from aiogram.exceptions import (
-    ClientDecodeError,
-    TelegramNetworkError,
-    TelegramRetryAfter,
-    TelegramServerError,
-)
 from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, InputMediaPhoto, Message
 from aiogram.utils.chat_action import ChatActionSender
 from aiogram.utils.i18n import gettext as _
@@ -29,6 +23,7 @@ from bot.config import Settings
 from bot.rendering import Renderer
 from bot.storage.chats import chat_zone
 from bot.telegram.keyboards import report_keyboard
+from bot.telegram.outbound import UNDELIVERABLE
 from reports.bundle import ReportBundle
 from reports.errors import N_
 from reports.i18n import translator
@@ -45,13 +40,6 @@ MESSAGE_LIMIT = 4096
 
 PartSent = Callable[[str], Awaitable[None]]
 PartFailed = Callable[[str, Exception], Awaitable[None]]
-# What is left after the retry middleware gave up: Telegram or the network kept failing.
-UNDELIVERABLE = (
-    TelegramServerError,
-    TelegramNetworkError,
-    TelegramRetryAfter,
-    ClientDecodeError,
-)
 PART_NAMES = {"text": N_("the summary"), "charts": N_("the charts"), "csv": N_("the CSV file")}
 PART_FAILED = N_("Sorry, {part} could not be delivered: Telegram did not accept it. Please retry.")
 
