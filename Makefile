@@ -28,6 +28,7 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check bot handlers reports tests benchmarks
+	$(VENV)/bin/mypy reports bot handlers
 
 bench: install
 	$(PY) -m pip install --quiet -e '.[test,bench]'

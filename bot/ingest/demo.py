@@ -108,7 +108,9 @@ async def _refuse_unless_empty(connection: AsyncConnection) -> None:
                 "apps); demo data goes into an empty database only. Run demo --force to delete "
                 "the existing clients, appeals and apps and load the demo data instead."
             ),
-            **counts,
+            clients=counts["clients"],
+            appeals=counts["appeals"],
+            apps=counts["apps"],
         )
 
 
