@@ -1,4 +1,5 @@
-"""Shared fixtures: migrated databases (SQLite always, PostgreSQL when reachable)."""
+"""Shared fixtures: migrated databases (SQLite always, PostgreSQL when reachable), and the
+hand-counted data set of tests/datasets.py loaded into SQLite."""
 
 import asyncio
 import os
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bot.storage.engine import create_engine, migrate
 from reports.i18n import LOCALES_DIR, translator
+from tests.datasets import OLD_ROWS, ROWS_IN_AND_AROUND_P, load
 
 POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -84,6 +86,14 @@ async def sqlite_engine(sqlite_url: str) -> AsyncIterator[AsyncEngine]:
         yield engine
     finally:
         await engine.dispose()
+
+
+@pytest.fixture
+async def hand_counted(sqlite_engine: AsyncEngine, tmp_path: Path) -> AsyncEngine:
+    """SQLite holding the hand-counted day 2026-11-10 and the rows around it."""
+    await load(sqlite_engine, tmp_path, ROWS_IN_AND_AROUND_P, "recent")
+    await load(sqlite_engine, tmp_path, OLD_ROWS, "old")
+    return sqlite_engine
 
 
 @pytest.fixture(scope="session", autouse=True)

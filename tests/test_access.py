@@ -64,7 +64,6 @@ from tests.access_support import (
     table_counts,
     texts,
 )
-from tests.datasets import OLD_ROWS, ROWS_IN_AND_AROUND_P, load
 from tests.fake_telegram import FakeTelegram
 
 EMPTY_DAY = "/clients 2026-11-05"  # a day without appeals: text and CSV, no pies (fast)
@@ -76,11 +75,9 @@ GRANT_USAGE = "Usage: /grant USER_ID, or reply /grant to the person's message."
 
 
 @pytest.fixture
-async def data(sqlite_engine: AsyncEngine, tmp_path: Path) -> AsyncEngine:
+def data(hand_counted: AsyncEngine) -> AsyncEngine:
     """The hand-counted data set, so that a leaked report would show real numbers."""
-    await load(sqlite_engine, tmp_path, ROWS_IN_AND_AROUND_P, "recent")
-    await load(sqlite_engine, tmp_path, OLD_ROWS, "old")
-    return sqlite_engine
+    return hand_counted
 
 
 async def enable_group(live: Live, chat_id: int = GROUP) -> None:
