@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramForbiddenError, TelegramMigrateToChat
@@ -170,13 +171,8 @@ class DigestRunner:
     async def _record_skipped(self, due: DueDigest, now: datetime) -> int:
         """Mark a slot found too late; an unfinished claim of it is closed as skipped too."""
         async with write_transaction(self.engine) as connection:
-            insert = dialect_insert(connection.dialect.name)(digest_deliveries).values(
-                subscription_id=due.subscription.id,
-                period_key=due.period_key,
-                slot_at=due.slot,
-                status="skipped",
-                detail=TOO_LATE,
-                updated_at=now,
+            insert = _ledger_row(
+                connection, due, status="skipped", detail=TOO_LATE, updated_at=now
             )
             inserted = await connection.execute(insert.on_conflict_do_nothing())
             if inserted.rowcount:
@@ -203,10 +199,9 @@ class DigestRunner:
         """Parts already delivered when this runner now owns the slot; None when it does not."""
         expires = now + CLAIM_TTL
         async with write_transaction(self.engine) as connection:
-            insert = dialect_insert(connection.dialect.name)(digest_deliveries).values(
-                subscription_id=due.subscription.id,
-                period_key=due.period_key,
-                slot_at=due.slot,
+            insert = _ledger_row(
+                connection,
+                due,
                 status="claimed",
                 claimed_by=self.instance_id,
                 claim_expires_at=expires,
@@ -332,6 +327,16 @@ class DigestRunner:
                 )
                 .values(updated_at=self.clock(), **values)
             )
+
+
+def _ledger_row(connection: AsyncConnection, due: DueDigest, **values: object) -> Any:
+    """The INSERT of the slot's ledger row; the caller says what a row already there means."""
+    return dialect_insert(connection.dialect.name)(digest_deliveries).values(
+        subscription_id=due.subscription.id,
+        period_key=due.period_key,
+        slot_at=due.slot,
+        **values,
+    )
 
 
 async def latest_recorded_slots(connection: AsyncConnection) -> dict[int, datetime]:
