@@ -42,15 +42,15 @@ from bot.telegram.outbound import Limits, OutboundLimiter, RateLimitMiddleware, 
 from reports.metrics import build_report
 from reports.model import ReportFilter
 from reports.periods import parse_period
+from tests.e2e.fault_support import HANG_FLAG_ENV, SLOW_SECONDS, charts_or_hang, slow_charts
 from tests.fake_telegram import BOT_USERNAME, Call, FakeTelegram
-from tests.fault_support import HANG_FLAG_ENV, SLOW_SECONDS, charts_or_hang, slow_charts
 from tests.support.polling import SENDS, Live, polling
 from tests.support.settings import ADMIN, MSK, NOW, make_settings
 
 TOKEN = "123456:TEST-token"
 # How long a test waits for one update before it fails instead of hanging.
 SETTLE_TIMEOUT = 60.0
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 REPORT = ["sendMessage", "sendMediaGroup", "sendDocument"]
 YESTERDAY_CSV = "clients_2026-11-10_2026-11-10.csv"

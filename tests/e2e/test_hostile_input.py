@@ -29,7 +29,8 @@ from typing import Literal
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.access_support import (
+from tests.datasets import load
+from tests.e2e.access_support import (
     ADMIN,
     SENDS,
     Live,
@@ -37,7 +38,6 @@ from tests.access_support import (
     running,
     table_counts,
 )
-from tests.datasets import load
 from tests.fake_telegram import utf16_len
 
 MAX_REPLY = 400

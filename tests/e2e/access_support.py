@@ -1,5 +1,5 @@
-"""Constants, database probes and the polling set-up shared by tests/test_access.py and
-tests/test_hostile_input.py; the harnesses themselves are in tests/support/.
+"""Constants, database probes and the polling set-up shared by tests/e2e/test_access.py and
+tests/e2e/test_hostile_input.py; the harnesses themselves are in tests/support/.
 
 `running(...)` is the Application that `python -m bot` runs (`build_application`), polling
 `tests.fake_telegram.FakeTelegram` on 127.0.0.1 over the real aiohttp session. The only deviation

@@ -1,9 +1,9 @@
 """Issue 5: roles, who is asking, group chats, buttons, report flood control and secrets.
 
 Most tests run the Application of `python -m bot` (`build_application`) polling the fake Bot API
-server (tests/access_support.py: `running`); the ones that need a frozen clock, or an update kind
-the fake does not model, feed the Dispatcher of `build_dispatcher` directly (`direct`).
-Waits are on the fake's events and on the dispatcher's handler tasks, never on sleeps.
+server (tests/e2e/access_support.py: `running`); the ones that need a frozen clock, or an update
+kind the fake does not model, feed the Dispatcher of `build_dispatcher` directly (`direct`).
+Waits are on the fake's events and on a count of the updates being handled, never on sleeps.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from bot.digests.subscriptions import add_subscription
 from bot.logs import REDACTED, RedactSecrets, setup_logging
 from bot.storage.engine import session_factory
 from bot.telegram.middlewares import AccessMiddleware, ReportFloodMiddleware
-from tests.access_support import (
+from tests.e2e.access_support import (
     ADMIN,
     ANONYMOUS_ADMIN,
     CHANNEL_BOT,

@@ -14,6 +14,7 @@ from bot.ingest.files import ImportFileError, import_file
 from bot.ingest.merge import ImportResult
 from reports.i18n import translator
 from reports.schema import appeals, apps, clients
+from tests.datasets import stored_appeals
 
 HEADER = "appeal_id,client_id,channel,app,created_at\n"
 
@@ -56,25 +57,6 @@ async def counts(engine: AsyncEngine) -> tuple[int, int, int]:
             count = select(func.count()).select_from(table)
             result.append((await connection.execute(count)).scalar_one())
     return result[0], result[1], result[2]
-
-
-async def stored_appeals(engine: AsyncEngine) -> list[tuple[str, str, str, str, datetime]]:
-    """(appeal, client, channel, app, created_at) in internal id order."""
-    query = (
-        select(
-            appeals.c.external_id,
-            clients.c.external_id,
-            apps.c.channel,
-            apps.c.name,
-            appeals.c.created_at,
-        )
-        .join(clients, clients.c.id == appeals.c.client_id)
-        .join(apps, apps.c.id == appeals.c.app_id)
-        .order_by(appeals.c.id)
-    )
-    async with engine.connect() as connection:
-        rows = (await connection.execute(query)).all()
-    return [(row[0], row[1], row[2], row[3], row[4]) for row in rows]
 
 
 async def first_appeal(engine: AsyncEngine, client: str) -> tuple[datetime, str]:
