@@ -5,6 +5,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -67,25 +68,27 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(name))
 
 
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    """A migrated engine on each backend."""
-    engine = create_engine(database_url)
+@asynccontextmanager
+async def migrated(url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(url)
     await migrate(engine)
     try:
         yield engine
     finally:
         await engine.dispose()
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """A migrated engine on each backend."""
+    async with migrated(database_url) as engine:
+        yield engine
 
 
 @pytest.fixture
 async def sqlite_engine(sqlite_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(sqlite_url)
-    await migrate(engine)
-    try:
+    async with migrated(sqlite_url) as engine:
         yield engine
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
-from aiogram import BaseMiddleware, Bot, Dispatcher
-from aiogram.types import TelegramObject
+from aiogram import Bot, Dispatcher
 
+from bot.telegram.middlewares import InFlightMiddleware
 from tests.fake_telegram import Call, FakeTelegram
 from tests.support.settings import ADMIN
 
@@ -26,40 +26,14 @@ BACKGROUND = frozenset({"setMyCommands", "getMe", "getUpdates", "deleteWebhook"}
 HELP_FIRST_LINE = {"en": "Commands", "ru": "Команды"}
 
 
-class HandledUpdates(BaseMiddleware):
-    """Counts updates being handled; idle when none is."""
-
-    def __init__(self) -> None:
-        self.running = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    async def __call__(
-        self,
-        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
-        event: TelegramObject,
-        data: dict[str, Any],
-    ) -> Any:
-        self.running += 1
-        self._idle.clear()
-        try:
-            return await handler(event, data)
-        finally:
-            self.running -= 1
-            if self.running == 0:
-                self._idle.set()
-
-    async def wait_idle(self) -> None:
-        await self._idle.wait()
-
-
-def count_updates(dispatcher: Dispatcher) -> HandledUpdates:
-    """Put a counter outside every outer middleware, the error handlers' one included.
+def count_updates(dispatcher: Dispatcher) -> InFlightMiddleware:
+    """One more of the bot's in-flight counters, outside every outer middleware, so that the
+    error handlers are counted too.
 
     The polling loop starts a handler task before it asks for (and so confirms) more updates,
     and that task enters the counter in its first step, before the next request is written.
     """
-    counter = HandledUpdates()
+    counter = InFlightMiddleware()
     manager = dispatcher.update.outer_middleware
     existing = list(manager)
     for middleware in existing:
@@ -78,7 +52,7 @@ class Live:
         tg: FakeTelegram,
         bot: Bot,
         dispatcher: Dispatcher,
-        handled: HandledUpdates,
+        handled: InFlightMiddleware,
         *,
         timeout: float | None = None,
     ) -> None:
@@ -100,8 +74,8 @@ class Live:
 
     async def idle(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Wait until every update the polling loop took has been handled."""
-        async with asyncio.timeout(timeout or self.timeout):
-            await self.handled.wait_idle()
+        if not await self.handled.wait_idle(timeout or self.timeout):
+            raise TimeoutError("updates still being handled")
 
     async def settle(self, update_id: int, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Wait until the bot took the update and every handler it started has finished."""
