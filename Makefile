@@ -28,6 +28,7 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check bot handlers reports tests benchmarks
+	$(VENV)/bin/mypy reports bot handlers
 
 bench: install
 	$(PY) -m pip install --quiet -e '.[test,bench]'
@@ -38,5 +39,5 @@ clean:
 
 # After changing user-visible strings: refresh the catalogs, then translate the new entries.
 messages: install
-	$(VENV)/bin/pybabel extract -F babel.cfg -k __ -k N_ -c TRANSLATORS: --sort-by-file -o locales/messages.pot .
+	$(VENV)/bin/pybabel extract -F babel.cfg -k __ -k N_ -k N_plural:1,2 -c TRANSLATORS: --sort-by-file -o locales/messages.pot .
 	$(VENV)/bin/pybabel update --no-fuzzy-matching -i locales/messages.pot -d locales -D messages

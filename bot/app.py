@@ -16,21 +16,20 @@ from aiogram.enums import ParseMode
 from aiogram.exceptions import (
     ClientDecodeError,
     TelegramAPIError,
-    TelegramNetworkError,
-    TelegramServerError,
     TelegramUnauthorizedError,
 )
 from aiogram.types import BotCommand, User
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.config import Settings
+from bot.config import SHUTDOWN_GRACE, Settings
 from bot.digests.clock import DigestClock
 from bot.digests.runner import DigestRunner
 from bot.ingest.chatwoot_sync import reconcile_forever
 from bot.rendering import Renderer
 from bot.storage.engine import session_factory
 from bot.telegram import outbound
+from bot.telegram.delivery import ReportService
 from bot.telegram.i18n import SUPPORTED_LANGUAGES, PeopleI18nMiddleware, build_i18n
 from bot.telegram.middlewares import (
     AccessMiddleware,
@@ -38,7 +37,7 @@ from bot.telegram.middlewares import (
     InFlightMiddleware,
     ReportFloodMiddleware,
 )
-from bot.telegram.outbound import OutboundLimiter
+from bot.telegram.outbound import OutboundLimiter, backoff_delays, retry
 from bot.web.server import IngestServer, start_web
 from handlers import build_routers
 from reports.errors import N_
@@ -47,8 +46,6 @@ from reports.i18n import translator
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-# How long a stopping bot waits for reports already being sent.
-SHUTDOWN_GRACE = 30.0
 
 # The command menu, set with setMyCommands in every language of the catalogs.
 COMMANDS = [
@@ -93,24 +90,31 @@ def build_dispatcher(
 ) -> Dispatcher:
     """A fresh Dispatcher (routers can be attached once, so tests build one each)."""
     renderer = renderer or Renderer()
+    clock = clock or (lambda: datetime.now(UTC))
     dispatcher = Dispatcher(
         settings=settings,
         engine=engine,
         renderer=renderer,
-        clock=clock or (lambda: datetime.now(UTC)),
+        clock=clock,
+        report_service=ReportService(
+            engine=engine, renderer=renderer, settings=settings, clock=clock
+        ),
         **workflow_data,
     )
     sessions = session_factory(engine)
     in_flight = InFlightMiddleware()
     dispatcher.update.outer_middleware(in_flight)
-    dispatcher.update.outer_middleware(DbSessionMiddleware(sessions))
     PeopleI18nMiddleware(build_i18n(settings.language), sessions).setup(dispatcher)
-    # Inner: only updates a handler matched are judged (group chatter passes unanswered).
-    access = AccessMiddleware(settings.admin_ids)
+    # Inner: only updates a handler matched are judged (group chatter passes unanswered), and
+    # only they get the update's session, after access was checked in reads of its own.
+    access = AccessMiddleware(settings.admin_ids, sessions)
     flood = ReportFloodMiddleware()
+    db_session = DbSessionMiddleware(engine)
     for observer in (dispatcher.message, dispatcher.callback_query):
         observer.middleware(access)
         observer.middleware(flood)
+    for observer in (dispatcher.message, dispatcher.callback_query, dispatcher.my_chat_member):
+        observer.middleware(db_session)
     dispatcher.include_routers(*build_routers())
 
     async def on_shutdown() -> None:
@@ -226,19 +230,19 @@ async def wait_for_telegram(
     max_delay: float = 30.0,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> User:
-    """getMe until Telegram answers: aiogram's polling would otherwise crash at start-up."""
-    delay = 1.0
-    while True:
-        try:
-            return await bot.me()
-        except TelegramUnauthorizedError:
-            raise
-        except (TelegramNetworkError, TelegramServerError, ClientDecodeError) as exc:
-            logger.warning(
-                "Telegram is not reachable (%s); retrying in %.0f s", type(exc).__name__, delay
-            )
-            await sleep(delay)
-            delay = min(delay * 2, max_delay)
+    """getMe until Telegram answers: aiogram's polling would otherwise crash at start-up.
+
+    A rejected token (TelegramUnauthorizedError) is not retried: it will not get better.
+    """
+
+    def log(exc: Exception, _failures: int, delay: float) -> None:
+        logger.warning(
+            "Telegram is not reachable (%s); retrying in %.0f s", type(exc).__name__, delay
+        )
+
+    return await retry(
+        bot.me, delays=backoff_delays(1.0, limit=max_delay), on_retry=log, sleep=sleep
+    )
 
 
 async def run_polling(settings: Settings, engine: AsyncEngine) -> int:
@@ -252,8 +256,16 @@ async def run_polling(settings: Settings, engine: AsyncEngine) -> int:
             logger.error("Telegram rejected BOT_TOKEN: check the token from @BotFather")
             return 2
         logger.info("bot @%s starts, database %s", me.username, engine.url.render_as_string())
-        web_runner = await _start_web(settings, engine)
-        if web_runner is False:
+        try:
+            web_runner = await _start_web(settings, engine)
+        except OSError as exc:
+            logger.error(
+                "cannot serve on WEB_HOST:WEB_PORT %s:%s: %s (set another WEB_PORT, or 0 for "
+                "none)",
+                settings.web_host,
+                settings.web_port,
+                exc.strerror or exc,
+            )
             return 2
         # History reconciliation recovers what a missed webhook would have told (DESIGN §10).
         reconcile = (
@@ -275,24 +287,13 @@ async def run_polling(settings: Settings, engine: AsyncEngine) -> int:
     return 0
 
 
-async def _start_web(settings: Settings, engine: AsyncEngine) -> web.AppRunner | None | bool:
-    """The ingestion and health server on WEB_HOST:WEB_PORT; None when WEB_PORT=0, False when
-    the port cannot be had (logged in one line)."""
+async def _start_web(settings: Settings, engine: AsyncEngine) -> web.AppRunner | None:
+    """The ingestion and health server on WEB_HOST:WEB_PORT; None when WEB_PORT=0. A port that
+    cannot be had raises OSError."""
     if settings.web_port == 0:
         logger.info("web server off (WEB_PORT=0)")
         return None
-    try:
-        runner = await start_web(
-            IngestServer(settings, engine), settings.web_host, settings.web_port
-        )
-    except OSError as exc:
-        logger.error(
-            "cannot serve on WEB_HOST:WEB_PORT %s:%s: %s (set another WEB_PORT, or 0 for none)",
-            settings.web_host,
-            settings.web_port,
-            exc.strerror or exc,
-        )
-        return False
+    runner = await start_web(IngestServer(settings, engine), settings.web_host, settings.web_port)
     if settings.ingest_token is None:
         logger.info("INGEST_TOKEN is not set: ingestion endpoints answer 401")
     logger.info("web server on http://%s:%s", settings.web_host, settings.web_port)

@@ -13,10 +13,11 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.config import Settings, SettingsError, load_settings, zone_named
+from bot.config import Settings, load_settings, zone_named
+from bot.errors import N_, AppError, CliError
 from bot.ingest.chatwoot_sync import SyncError, TextProgress, sync_chatwoot
-from bot.ingest.demo import DemoRefused, load_demo
-from bot.ingest.files import ImportFileError, import_file
+from bot.ingest.demo import load_demo
+from bot.ingest.files import import_file
 from bot.ingest.status import newest_data
 from bot.logs import setup_logging
 from bot.storage.engine import create_engine, migrate
@@ -38,10 +39,6 @@ ending in "bot", and put the token it gives you into .env as BOT_TOKEN=123456:AB
 .env.example). Meanwhile you can try the reports without Telegram:
     .venv/bin/python -m bot demo           # load a realistic sample data set
     .venv/bin/python -m bot report week    # print this week's client report"""
-
-
-class CliError(Exception):
-    """A one-line error for the terminal."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,27 +74,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(level, secrets=[])
     try:
         settings = load_settings()
-    except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except AppError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
         return 1
     setup_logging(level, secrets=settings.secrets)
+    translations = translator(settings.language)
     try:
         return asyncio.run(dispatch(args, settings))
-    except (CliError, DemoRefused, SyncError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except AppError as exc:
+        text = exc.localized(translations)
+        print(f"error: {text}" if exc.labelled else text, file=sys.stderr)
     except ReportError as exc:
-        print(f"error: {exc.localized(translator(settings.language).gettext)}", file=sys.stderr)
-    except ImportFileError as exc:
-        print(str(exc), file=sys.stderr)
-    except SQLAlchemyError as exc:
-        first_line = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        print(f"error: database problem: {first_line}", file=sys.stderr)
+        print(f"error: {exc.localized(translations.gettext)}", file=sys.stderr)
+    except SyncError as exc:
+        print(f"error: {exc}", file=sys.stderr)
     except BrokenPipeError:
         # `report ... | head -3`: the reader left early; end quietly, as Unix tools do, and keep
         # the interpreter from failing again when it flushes stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
+        # Not an error but the operator's Ctrl-C: one word instead of a traceback.
         print("interrupted", file=sys.stderr)
     return 1
 
@@ -113,7 +110,7 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             if args.file.is_dir():
                 raise CliError(f"{args.file} is a directory: name one .csv or .jsonl file")
             if not args.file.is_file():
-                raise CliError(f"no such file: {args.file}")
+                raise CliError(N_("no such file: {path}"), path=str(args.file))
             result = await import_file(engine, args.file)
             print(
                 f"imported {args.file.name}: {result.rows} rows, {result.new} new, "
@@ -130,6 +127,9 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         elif command == "sync":
             await run_sync(engine, settings, args)
         return 0
+    except SQLAlchemyError as exc:
+        first_line = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise CliError(N_("database problem: {detail}"), detail=first_line) from exc
     finally:
         await engine.dispose()
 
@@ -160,7 +160,7 @@ async def run_sync(engine: AsyncEngine, settings: Settings, args: argparse.Names
 async def print_report(engine: AsyncEngine, settings: Settings, args: argparse.Namespace) -> None:
     zone = zone_named(args.tz) if args.tz else settings.zone
     if zone is None:
-        raise CliError(f"unknown timezone {args.tz!r} (try Europe/Moscow)")
+        raise CliError(N_("unknown timezone {zone} (try Europe/Moscow)"), zone=repr(args.tz))
     now = datetime.now(UTC)
     periods = parse_period(" ".join(args.period), now=now, tz=zone)
     async with engine.connect() as connection:

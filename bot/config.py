@@ -9,10 +9,14 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from bot.errors import N_, AppError
+
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///data/bot.db"
 MIN_INGEST_TOKEN = 24
 CSV_DELIMITERS = frozenset(";,|:\t")
 DATABASE_DRIVERS = {"sqlite+aiosqlite", "postgresql+asyncpg"}
+# How long a stopping bot lets the reports and digests already being sent finish.
+SHUTDOWN_GRACE = 30.0
 
 
 # Names the tz database ships that are no place: the host's own zone, a placeholder, aliases
@@ -35,7 +39,7 @@ def zone_named(name: str) -> ZoneInfo | None:
     return ZoneInfo(name) if name in _zone_names() else None
 
 
-class SettingsError(Exception):
+class SettingsError(AppError):
     """A setting has a value the bot cannot use; the message names it."""
 
 
@@ -179,4 +183,6 @@ def load_settings(**overrides: object) -> Settings:
         for error in exc.errors():
             name = ".".join(str(part) for part in error["loc"]).upper()
             lines.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
-        raise SettingsError("bad setting: " + "; ".join(lines)) from None
+        # Read before the language setting is known, and pydantic's words are English: shown as
+        # they are.
+        raise SettingsError(N_("bad setting: {problems}"), problems="; ".join(lines)) from None

@@ -8,22 +8,23 @@ from aiogram.filters import JOIN_TRANSITION, ChatMemberUpdatedFilter, Command, C
 from aiogram.types import ChatMemberUpdated, Message
 from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
 from bot.digests.clock import DigestClock
 from bot.digests.subscriptions import deactivate_chat
 from bot.storage.chats import move_chat, set_enabled
-from bot.storage.engine import write_transaction
 from bot.storage.people import grant_lead, list_people, revoke_lead
 from bot.telegram.delivery import send_lines
-from bot.telegram.middlewares import GROUP_TYPES
+from bot.telegram.middlewares import GROUP_TYPES, AfterCommit
 from reports.errors import is_number
 
 logger = logging.getLogger(__name__)
 
 ADMIN_ONLY = {"access": "admin"}
-ANY_CHAT_ADMIN = {"access": "admin", "any_chat": True}
+# `writes`: the update's transaction takes the write lock at its start (DbSessionMiddleware).
+ADMIN_WRITES = {"access": "admin", "writes": True}
+ANY_CHAT_ADMIN_WRITES = {"access": "admin", "any_chat": True, "writes": True}
 
 
 def _target(message: Message, command: CommandObject) -> tuple[int, str | None] | None:
@@ -42,9 +43,13 @@ def _target(message: Message, command: CommandObject) -> tuple[int, str | None] 
 def build_router() -> Router:
     router = Router(name=__name__)
 
-    @router.message(Command("grant"), flags=ADMIN_ONLY)
+    @router.message(Command("grant"), flags=ADMIN_WRITES)
     async def grant(
-        message: Message, command: CommandObject, session: AsyncSession, settings: Settings
+        message: Message,
+        command: CommandObject,
+        session: AsyncSession,
+        settings: Settings,
+        after_commit: AfterCommit,
     ) -> None:
         target = _target(message, command)
         if target is None:
@@ -58,13 +63,17 @@ def build_router() -> Router:
             return
         await grant_lead(session, user_id, granted_by=message.from_user.id, name=name)  # type: ignore[union-attr]
         logger.info("user %s granted lead to %s", message.from_user.id, user_id)  # type: ignore[union-attr]
-        await message.answer(
-            _("{user_id} is now a lead: they can see reports.").format(user_id=user_id)
+        after_commit.answer(
+            message, _("{user_id} is now a lead: they can see reports.").format(user_id=user_id)
         )
 
-    @router.message(Command("revoke"), flags=ADMIN_ONLY)
+    @router.message(Command("revoke"), flags=ADMIN_WRITES)
     async def revoke(
-        message: Message, command: CommandObject, session: AsyncSession, settings: Settings
+        message: Message,
+        command: CommandObject,
+        session: AsyncSession,
+        settings: Settings,
+        after_commit: AfterCommit,
     ) -> None:
         target = _target(message, command)
         if target is None:
@@ -76,10 +85,9 @@ def build_router() -> Router:
         if user_id in settings.admin_ids:
             await message.answer(_("Admins come from ADMIN_IDS and cannot be revoked here."))
             return
-        if await revoke_lead(session, user_id):
-            await message.answer(_("{user_id} is no longer a lead.").format(user_id=user_id))
-        else:
-            await message.answer(_("{user_id} had no role.").format(user_id=user_id))
+        revoked = await revoke_lead(session, user_id)
+        text = _("{user_id} is no longer a lead.") if revoked else _("{user_id} had no role.")
+        after_commit.answer(message, text.format(user_id=user_id))
 
     @router.message(Command("users"), flags=ADMIN_ONLY)
     async def users(message: Message, bot: Bot, session: AsyncSession, settings: Settings) -> None:
@@ -91,25 +99,31 @@ def build_router() -> Router:
             lines.append(f"<code>{person.user_id}</code>: {role}{name}")
         await send_lines(bot, message.chat.id, lines)
 
-    @router.message(Command("enable"), flags=ANY_CHAT_ADMIN)
-    async def enable(message: Message, session: AsyncSession, i18n: I18n) -> None:
+    @router.message(Command("enable"), flags=ANY_CHAT_ADMIN_WRITES)
+    async def enable(
+        message: Message, session: AsyncSession, i18n: I18n, after_commit: AfterCommit
+    ) -> None:
         if message.chat.type not in GROUP_TYPES:
             await message.answer(
                 _("/enable is for groups; private chats with admins and leads work already.")
             )
             return
         await set_enabled(session, message.chat.id, True, language=i18n.current_locale)
-        await message.answer(_("This group is enabled: leads and admins can get reports here."))
+        after_commit.answer(
+            message, _("This group is enabled: leads and admins can get reports here.")
+        )
 
-    @router.message(Command("disable"), flags=ANY_CHAT_ADMIN)
-    async def disable(message: Message, session: AsyncSession, i18n: I18n) -> None:
+    @router.message(Command("disable"), flags=ANY_CHAT_ADMIN_WRITES)
+    async def disable(
+        message: Message, session: AsyncSession, i18n: I18n, after_commit: AfterCommit
+    ) -> None:
         if message.chat.type not in GROUP_TYPES:
             await message.answer(
                 _("/disable is for groups; to stop talking to the bot here, block it.")
             )
             return
         await set_enabled(session, message.chat.id, False, language=i18n.current_locale)
-        await message.answer(_("This group is disabled: the bot will not answer here."))
+        after_commit.answer(message, _("This group is disabled: the bot will not answer here."))
 
     # Joining only: a promotion inside a group the bot already serves is not "being added".
     @router.my_chat_member(ChatMemberUpdatedFilter(JOIN_TRANSITION))
@@ -124,26 +138,27 @@ def build_router() -> Router:
             )
             await bot.leave_chat(event.chat.id)
 
-    @router.message(F.migrate_to_chat_id, flags={"access": "public", "any_chat": True})
-    async def upgraded(message: Message, engine: AsyncEngine) -> None:
+    @router.message(
+        F.migrate_to_chat_id, flags={"access": "public", "any_chat": True, "writes": True}
+    )
+    async def upgraded(message: Message, session: AsyncSession) -> None:
         # A group became a supergroup: its settings and digests continue under the new id.
         assert message.migrate_to_chat_id is not None
-        async with write_transaction(engine) as connection:
-            await move_chat(connection, message.chat.id, message.migrate_to_chat_id)
+        await move_chat(session, message.chat.id, message.migrate_to_chat_id)
         logger.info("chat %s became %s", message.chat.id, message.migrate_to_chat_id)
 
-    @router.my_chat_member(F.new_chat_member.status.in_({"left", "kicked"}))
+    @router.my_chat_member(
+        F.new_chat_member.status.in_({"left", "kicked"}), flags={"writes": True}
+    )
     async def removed(
         event: ChatMemberUpdated,
-        engine: AsyncEngine,
+        session: AsyncSession,
+        after_commit: AfterCommit,
         digest_clock: DigestClock | None = None,
     ) -> None:
         logger.info("bot removed from chat %s: its digests stop", event.chat.id)
-        async with write_transaction(engine) as connection:
-            await deactivate_chat(
-                connection, event.chat.id, reason=f"bot {event.new_chat_member.status}"
-            )
+        await deactivate_chat(session, event.chat.id, reason=f"bot {event.new_chat_member.status}")
         if digest_clock is not None:
-            await digest_clock.rebuild()
+            after_commit.call(digest_clock.rebuild)
 
     return router

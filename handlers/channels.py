@@ -1,6 +1,6 @@
 """/channels: known channels and their apps with all-time client counts."""
 
-from aiogram import Router
+from aiogram import Bot, Router
 from aiogram.filters import Command
 from aiogram.types import Message
 from aiogram.utils.i18n import I18n
@@ -14,11 +14,11 @@ def build_router() -> Router:
     router = Router(name=__name__)
 
     @router.message(Command("channels"))
-    async def channels_command(message: Message, engine: AsyncEngine, i18n: I18n) -> None:
+    async def channels_command(
+        message: Message, bot: Bot, engine: AsyncEngine, i18n: I18n
+    ) -> None:
         async with engine.connect() as connection:
             entries = await load_directory(connection)
-        await send_lines(
-            message.bot, message.chat.id, render_directory(entries, lang=i18n.current_locale)
-        )
+        await send_lines(bot, message.chat.id, render_directory(entries, lang=i18n.current_locale))
 
     return router

@@ -1,53 +1,15 @@
-"""/clients and its re-run buttons: parse the request, then hand it to bot.delivery."""
-
-from collections.abc import Callable
-from datetime import datetime
-from zoneinfo import ZoneInfo
+"""/clients and its re-run buttons: parse the request, then hand it to the report service."""
 
 from aiogram import Bot, F, Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, Message
 from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from bot.config import Settings
-from bot.rendering import Renderer
-from bot.storage.chats import chat_zone
-from bot.telegram.delivery import send_report
-from bot.telegram.keyboards import BUTTON_PERIODS, ReportButton, report_keyboard
+from bot.telegram.delivery import ReportService
+from bot.telegram.keyboards import BUTTON_PERIODS, ReportButton
 from reports.model import ReportFilter
-from reports.periods import parse_period
-from reports.request import parse_request
-
-
-async def answer_report(
-    bot: Bot,
-    chat_id: int,
-    *,
-    period_text: str,
-    report_filter: ReportFilter,
-    settings: Settings,
-    engine: AsyncEngine,
-    renderer: Renderer,
-    clock: Callable[[], datetime],
-    lang: str,
-    zone: ZoneInfo,
-) -> None:
-    now = clock()
-    periods = parse_period(period_text, now=now, tz=zone)
-    await send_report(
-        bot,
-        chat_id,
-        engine=engine,
-        renderer=renderer,
-        periods=periods,
-        report_filter=report_filter,
-        lang=lang,
-        delimiter=settings.delimiter_for(lang),
-        keyboard=report_keyboard(report_filter, _),
-        now=now,
-    )
+from reports.request import ReportRequest, parse_request
 
 
 def build_router() -> Router:
@@ -58,26 +20,12 @@ def build_router() -> Router:
         message: Message,
         command: CommandObject,
         bot: Bot,
-        settings: Settings,
-        engine: AsyncEngine,
-        renderer: Renderer,
-        clock: Callable[[], datetime],
+        report_service: ReportService,
         i18n: I18n,
-        session: AsyncSession,
     ) -> None:
-        request = parse_request(command.args or "", default_period=settings.default_period)
-        await answer_report(
-            bot,
-            message.chat.id,
-            period_text=request.period_text,
-            report_filter=request.filter,
-            settings=settings,
-            engine=engine,
-            renderer=renderer,
-            clock=clock,
-            lang=i18n.current_locale,
-            zone=await chat_zone(session, message.chat.id, settings.timezone),
-        )
+        default_period = report_service.settings.default_period
+        request = parse_request(command.args or "", default_period=default_period)
+        await report_service.send(bot, message.chat.id, request, lang=i18n.current_locale)
 
     @router.callback_query(
         ReportButton.filter(F.period.in_(BUTTON_PERIODS)), flags={"report": True}
@@ -86,30 +34,19 @@ def build_router() -> Router:
         query: CallbackQuery,
         callback_data: ReportButton,
         bot: Bot,
-        settings: Settings,
-        engine: AsyncEngine,
-        renderer: Renderer,
-        clock: Callable[[], datetime],
+        report_service: ReportService,
         i18n: I18n,
-        session: AsyncSession,
     ) -> None:
         await query.answer()
         if query.message is None:
             return
-        await answer_report(
-            bot,
-            query.message.chat.id,
+        request = ReportRequest(
             period_text=BUTTON_PERIODS[callback_data.period],
-            report_filter=ReportFilter(
+            filter=ReportFilter(
                 channel=callback_data.channel or None, app=callback_data.app or None
             ),
-            settings=settings,
-            engine=engine,
-            renderer=renderer,
-            clock=clock,
-            lang=i18n.current_locale,
-            zone=await chat_zone(session, query.message.chat.id, settings.timezone),
         )
+        await report_service.send(bot, query.message.chat.id, request, lang=i18n.current_locale)
 
     @router.callback_query(flags={"access": "public"})
     async def unknown_button(query: CallbackQuery) -> None:

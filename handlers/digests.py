@@ -17,12 +17,15 @@ from bot.digests.clock import DigestClock
 from bot.digests.rules import next_slot, parse_rule
 from bot.digests.subscriptions import add_subscription, chat_subscriptions, remove_subscriptions
 from bot.storage.chats import chat_zone, save_chat
+from bot.telegram.middlewares import AfterCommit
 from reports.errors import echo, is_number
 from reports.i18n import format_date
 from reports.metrics import load_catalog
 from reports.model import ReportFilter
 
 Clock = Callable[[], datetime]
+# `writes`: the update's transaction takes the write lock at its start (DbSessionMiddleware).
+ADMIN_WRITES = {"access": "admin", "writes": True}
 
 
 def _when(moment: datetime, zone: ZoneInfo, lang: str) -> str:
@@ -33,7 +36,8 @@ def _when(moment: datetime, zone: ZoneInfo, lang: str) -> str:
 def build_router() -> Router:
     router = Router(name=__name__)
 
-    @router.message(Command("digest"), flags={"access": "admin"})
+    # Replies go out after the commit (AfterCommit): this transaction holds the write lock.
+    @router.message(Command("digest"), flags=ADMIN_WRITES)
     async def digest_command(
         message: Message,
         command: CommandObject,
@@ -42,6 +46,7 @@ def build_router() -> Router:
         settings: Settings,
         clock: Clock,
         i18n: I18n,
+        after_commit: AfterCommit,
         digest_clock: DigestClock | None = None,
     ) -> None:
         chat_id, lang = message.chat.id, i18n.current_locale
@@ -49,11 +54,10 @@ def build_router() -> Router:
         arguments = (command.args or "").strip()
         words = arguments.split()
         if not words:
-            await message.answer(await _listing(session, chat_id, zone, clock(), lang))
+            after_commit.answer(message, await _listing(session, chat_id, zone, clock(), lang))
             return
         if words[0].casefold() == "off":
             current = await chat_subscriptions(session, chat_id)
-            await session.commit()  # the update below starts its own transaction
             if len(words) == 2 and words[1].casefold() == "all":
                 removed = await remove_subscriptions(
                     session, [s.id for s in current], reason="removed with /digest off all"
@@ -64,14 +68,13 @@ def build_router() -> Router:
                     session, [target.id], reason="removed with /digest off"
                 )
             else:
-                await message.answer(
-                    _("Usage: /digest off N (a number from /digest) or /digest off all.")
+                after_commit.answer(
+                    message, _("Usage: /digest off N (a number from /digest) or /digest off all.")
                 )
                 return
-            await session.commit()
             if digest_clock is not None:
-                await digest_clock.rebuild()
-            await message.answer(_("Digests removed: {count}.").format(count=removed))
+                after_commit.call(digest_clock.rebuild)
+            after_commit.answer(message, _("Digests removed: {count}.").format(count=removed))
             return
         rule = parse_rule(arguments)
         if rule.channel or rule.app:
@@ -83,18 +86,18 @@ def build_router() -> Router:
         now = clock()
         await save_chat(session, chat_id, language=lang)
         await add_subscription(session, chat_id, rule, now=now)
-        await session.commit()
         if digest_clock is not None:
-            await digest_clock.rebuild()
-        await message.answer(
+            after_commit.call(digest_clock.rebuild)
+        after_commit.answer(
+            message,
             _("Digest added: {rule}. Next: {when} ({zone}).").format(
                 rule=html.escape(rule.describe(), quote=False),
                 when=_when(next_slot(rule, zone, now), zone, lang),
                 zone=zone.key,
-            )
+            ),
         )
 
-    @router.message(Command("timezone"), flags={"access": "admin"})
+    @router.message(Command("timezone"), flags=ADMIN_WRITES)
     async def timezone_command(
         message: Message,
         command: CommandObject,
@@ -102,30 +105,32 @@ def build_router() -> Router:
         settings: Settings,
         clock: Clock,
         i18n: I18n,
+        after_commit: AfterCommit,
         digest_clock: DigestClock | None = None,
     ) -> None:
         name = (command.args or "").strip()
         if name:
-            zone = zone_named(name)  # type: ignore[assignment]
+            zone = zone_named(name)
             if zone is None:
-                await message.answer(
+                after_commit.answer(
+                    message,
                     _(
                         "Unknown timezone “{name}”. Try Europe/Moscow or Asia/Yekaterinburg."
-                    ).format(name=html.escape(echo(name), quote=False))
+                    ).format(name=html.escape(echo(name), quote=False)),
                 )
                 return
             await save_chat(
                 session, message.chat.id, language=i18n.current_locale, timezone=zone.key
             )
-            await session.commit()
             if digest_clock is not None:
-                await digest_clock.rebuild()
+                after_commit.call(digest_clock.rebuild)
         else:
             zone = await chat_zone(session, message.chat.id, settings.timezone)
-        await message.answer(
+        after_commit.answer(
+            message,
             _("Timezone: {zone}. Local time: {time}.").format(
                 zone=zone.key, time=_when(clock(), zone, i18n.current_locale)
-            )
+            ),
         )
 
     return router

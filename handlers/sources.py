@@ -5,7 +5,7 @@ from collections.abc import Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from aiogram import Router
+from aiogram import Bot, Router
 from aiogram.filters import Command
 from aiogram.types import Message
 from aiogram.utils.i18n import I18n, ngettext
@@ -28,6 +28,7 @@ def build_router() -> Router:
     @router.message(Command("sources"), flags={"access": "admin"})
     async def sources_command(
         message: Message,
+        bot: Bot,
         session: AsyncSession,
         engine: AsyncEngine,
         settings: Settings,
@@ -47,7 +48,7 @@ def build_router() -> Router:
             )
         for status in statuses:
             lines.append(_source_line(status, zone, lang))
-        await send_lines(message.bot, message.chat.id, lines)
+        await send_lines(bot, message.chat.id, lines)
 
     return router
 

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.storage.people import store_language
 from bot.telegram.i18n import SUPPORTED_LANGUAGES
+from bot.telegram.middlewares import AfterCommit
 
 
 def help_text() -> str:
@@ -63,9 +64,13 @@ def build_router() -> Router:
     async def show_help(message: Message) -> None:
         await message.answer(help_text())
 
-    @router.message(Command("lang"), flags={"access": "public"})
+    @router.message(Command("lang"), flags={"access": "public", "writes": True})
     async def set_language(
-        message: Message, command: CommandObject, session: AsyncSession, i18n: I18n
+        message: Message,
+        command: CommandObject,
+        session: AsyncSession,
+        i18n: I18n,
+        after_commit: AfterCommit,
     ) -> None:
         choice = (command.args or "").strip().lower()
         if choice not in SUPPORTED_LANGUAGES or message.from_user is None:
@@ -73,6 +78,6 @@ def build_router() -> Router:
             return
         await store_language(session, message.from_user.id, choice)
         with i18n.use_locale(choice):
-            await message.answer(_("Language: English."))
+            after_commit.answer(message, _("Language: English."))
 
     return router

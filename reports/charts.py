@@ -373,7 +373,8 @@ def render_trend_png(report: Report, *, lang: str) -> bytes | None:
         ("new", _("New clients"), lambda b: b.new_clients),
         ("appeals", _("Appeals"), lambda b: b.appeals),
     )
-    handles, labels = [], []
+    handles: list[Any] = []
+    labels: list[str] = []
     # Clients who wrote, the headline figure, is drawn last so no line hides it.
     for depth, (key, label, value) in zip((5, 3, 4), series, strict=True):
         color = TREND_COLORS[key]
@@ -386,7 +387,7 @@ def render_trend_png(report: Report, *, lang: str) -> bytes | None:
                 linewidth=1.6,
                 zorder=2,
             )
-        (line,) = axes.plot(
+        (plotted,) = axes.plot(
             positions,
             [value(b) for b in current],
             color=color,
@@ -395,7 +396,7 @@ def render_trend_png(report: Report, *, lang: str) -> bytes | None:
             markersize=3.5,
             zorder=depth,
         )
-        handles.append(line)
+        handles.append(plotted)
         labels.append(label)
     # The three metrics on one row, what is only a reading aid (the prior, weekends) below it.
     extra_handles: list[Any] = []

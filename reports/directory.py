@@ -19,7 +19,7 @@ class ChannelEntry:
 
 async def load_directory(connection: AsyncConnection) -> list[ChannelEntry]:
     """Channels by name, each with its apps by name; counts are distinct clients, all time."""
-    per_channel = dict(
+    per_channel: dict[str, int] = dict(
         (
             await connection.execute(
                 select(apps.c.channel, func.count(distinct(appeals.c.client_id)))

@@ -1,8 +1,12 @@
 """User-facing errors of the analytics core; every message is safe to show as it is.
 
 ReportError
- ├── PeriodError   the period text cannot be understood or is out of bounds
- └── FilterError   an unknown channel or app was asked for
+ ├── PeriodError      the period text cannot be understood or is out of bounds
+ ├── FilterError      an unknown channel or app was asked for
+ ├── RequestError     the arguments of a report command cannot be split (reports/request.py)
+ └── DigestRuleError  a /digest rule cannot be understood (bot/digests/rules.py)
+
+The application shell's own errors have a root of their own, AppError (bot/errors.py).
 
 A message is kept as an English template plus its values, so the bot can show it in the
 reader's language (the template is the gettext message id).

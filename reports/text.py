@@ -169,31 +169,20 @@ def _tops(now: Metrics, lang: str, m: _Markup) -> list[str]:
     _ = t.gettext
     lines: list[str] = []
 
-    def clients(count: int) -> str:
-        return t.ngettext("{count} client", "{count} clients", count).format(
+    def top(template: str, name: str, count: int) -> str:
+        clients = t.ngettext("{count} client", "{count} clients", count).format(
             count=format_number(count, lang)
         )
+        return m.line(template, name=m.bold(name), clients=m.text(clients))
 
     channel = top_entry(now.channel_clients)
     app = top_entry(now.app_clients)
     if channel is not None or app is not None:
         lines.append("")
     if channel is not None:
-        lines.append(
-            m.line(
-                _("Top channel: {name} — {clients}"),
-                name=m.bold(shorten(channel[0])),
-                clients=m.text(clients(channel[1])),
-            )
-        )
+        lines.append(top(_("Top channel: {name} — {clients}"), shorten(channel[0]), channel[1]))
     if app is not None:
-        lines.append(
-            m.line(
-                _("Top app: {name} — {clients}"),
-                name=m.bold(app_label(app[0])),
-                clients=m.text(clients(app[1])),
-            )
-        )
+        lines.append(top(_("Top app: {name} — {clients}"), app_label(app[0]), app[1]))
     if now.channels_overlap:
         lines.append(
             m.italic(

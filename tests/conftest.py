@@ -1,9 +1,11 @@
-"""Shared fixtures: migrated databases (SQLite always, PostgreSQL when reachable)."""
+"""Shared fixtures: migrated databases (SQLite always, PostgreSQL when reachable), and the
+hand-counted data set of tests/datasets.py loaded into SQLite."""
 
 import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bot.storage.engine import create_engine, migrate
 from reports.i18n import LOCALES_DIR, translator
+from tests.datasets import OLD_ROWS, ROWS_IN_AND_AROUND_P, load
 
 POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -65,25 +68,35 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(name))
 
 
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    """A migrated engine on each backend."""
-    engine = create_engine(database_url)
+@asynccontextmanager
+async def migrated(url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(url)
     await migrate(engine)
     try:
         yield engine
     finally:
         await engine.dispose()
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """A migrated engine on each backend."""
+    async with migrated(database_url) as engine:
+        yield engine
 
 
 @pytest.fixture
 async def sqlite_engine(sqlite_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(sqlite_url)
-    await migrate(engine)
-    try:
+    async with migrated(sqlite_url) as engine:
         yield engine
-    finally:
-        await engine.dispose()
+
+
+@pytest.fixture
+async def hand_counted(sqlite_engine: AsyncEngine, tmp_path: Path) -> AsyncEngine:
+    """SQLite holding the hand-counted day 2026-11-10 and the rows around it."""
+    await load(sqlite_engine, tmp_path, ROWS_IN_AND_AROUND_P, "recent")
+    await load(sqlite_engine, tmp_path, OLD_ROWS, "old")
+    return sqlite_engine
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,11 +1,15 @@
 """Small hand-counted data sets shared by metric, handler and end-to-end tests."""
 
 import json
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.ingest.files import import_file
+from reports.schema import appeals, apps, clients
 
 VIP = "Sales & Partners <VIP>"
 VK_GROUP = "Группа ВК"
@@ -36,3 +40,24 @@ async def load(
         "\n".join(json.dumps(dict(zip(fields, row, strict=True))) for row in rows), "utf-8"
     )
     await import_file(engine, path)
+
+
+async def stored_appeals(
+    engine: AsyncEngine, *, order_by: Any = appeals.c.id
+) -> list[tuple[str, str, str, str, datetime]]:
+    """(appeal, client, channel, app, created_at), in internal id order unless told."""
+    query = (
+        select(
+            appeals.c.external_id,
+            clients.c.external_id,
+            apps.c.channel,
+            apps.c.name,
+            appeals.c.created_at,
+        )
+        .join(clients, clients.c.id == appeals.c.client_id)
+        .join(apps, apps.c.id == appeals.c.app_id)
+        .order_by(order_by)
+    )
+    async with engine.connect() as connection:
+        rows = (await connection.execute(query)).all()
+    return [(row[0], row[1], row[2], row[3], row[4]) for row in rows]

@@ -15,14 +15,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.config import SHUTDOWN_GRACE
 from bot.digests.rules import next_slot
 from bot.digests.runner import CLAIM_TTL, DigestRunner
 from bot.digests.subscriptions import active_subscriptions
 
 logger = logging.getLogger(__name__)
-
-# How long a stopping bot lets a digest being sent finish.
-SHUTDOWN_GRACE = 30.0
 
 
 class DigestClock:

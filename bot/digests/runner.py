@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramForbiddenError, TelegramMigrateToChat
@@ -44,6 +45,8 @@ TITLES = {
 # A slot sent later than this after its time says so in its title.
 DELAY_NOTE_AFTER = timedelta(minutes=5)
 CLAIM_TTL = timedelta(minutes=10)
+# Why a slot found later than MAX_LATENESS was skipped, as recorded and logged.
+TOO_LATE = f"more than {MAX_LATENESS // timedelta(hours=1)} hours late"
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,20 +171,16 @@ class DigestRunner:
     async def _record_skipped(self, due: DueDigest, now: datetime) -> int:
         """Mark a slot found too late; an unfinished claim of it is closed as skipped too."""
         async with write_transaction(self.engine) as connection:
-            insert = dialect_insert(connection.dialect.name)(digest_deliveries).values(
-                subscription_id=due.subscription.id,
-                period_key=due.period_key,
-                slot_at=due.slot,
-                status="skipped",
-                detail="more than 6 hours late",
-                updated_at=now,
+            insert = _ledger_row(
+                connection, due, status="skipped", detail=TOO_LATE, updated_at=now
             )
             inserted = await connection.execute(insert.on_conflict_do_nothing())
             if inserted.rowcount:
                 logger.warning(
-                    "digest %s for %s skipped: more than 6 hours late",
+                    "digest %s for %s skipped: %s",
                     due.subscription.id,
                     due.period_key,
+                    TOO_LATE,
                 )
                 return 1
             closed = await connection.execute(
@@ -192,7 +191,7 @@ class DigestRunner:
                     digest_deliveries.c.status == "claimed",
                     digest_deliveries.c.claim_expires_at < now,
                 )
-                .values(status="skipped", detail="more than 6 hours late", updated_at=now)
+                .values(status="skipped", detail=TOO_LATE, updated_at=now)
             )
             return int(closed.rowcount or 0)
 
@@ -200,10 +199,9 @@ class DigestRunner:
         """Parts already delivered when this runner now owns the slot; None when it does not."""
         expires = now + CLAIM_TTL
         async with write_transaction(self.engine) as connection:
-            insert = dialect_insert(connection.dialect.name)(digest_deliveries).values(
-                subscription_id=due.subscription.id,
-                period_key=due.period_key,
-                slot_at=due.slot,
+            insert = _ledger_row(
+                connection,
+                due,
                 status="claimed",
                 claimed_by=self.instance_id,
                 claim_expires_at=expires,
@@ -331,6 +329,16 @@ class DigestRunner:
                 )
                 .values(updated_at=self.clock(), **values)
             )
+
+
+def _ledger_row(connection: AsyncConnection, due: DueDigest, **values: object) -> Any:
+    """The INSERT of the slot's ledger row; the caller says what a row already there means."""
+    return dialect_insert(connection.dialect.name)(digest_deliveries).values(
+        subscription_id=due.subscription.id,
+        period_key=due.period_key,
+        slot_at=due.slot,
+        **values,
+    )
 
 
 async def latest_recorded_slots(connection: AsyncConnection) -> dict[int, datetime]:

@@ -2,13 +2,14 @@
 
 from dataclasses import dataclass
 from datetime import datetime, time
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Row, Select, select, update
+from sqlalchemy import CursorResult, Row, Select, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.digests.rules import DigestRule, Kind
+from bot.storage.engine import Executor
 from bot.storage.tables import chats, subscriptions
 
 
@@ -91,10 +92,11 @@ async def remove_subscriptions(session: AsyncSession, ids: list[int], *, reason:
         .where(subscriptions.c.id.in_(ids), subscriptions.c.active)
         .values(active=False, deactivated_reason=reason)
     )
-    return result.rowcount or 0
+    # An UPDATE's result is a CursorResult, which counts the rows it changed.
+    return cast(CursorResult[Any], result).rowcount or 0
 
 
-async def deactivate_chat(connection: AsyncConnection, chat_id: int, *, reason: str) -> None:
+async def deactivate_chat(connection: Executor, chat_id: int, *, reason: str) -> None:
     """Stop a chat's digests (the bot was blocked or removed), keeping why."""
     await connection.execute(
         update(subscriptions)

@@ -73,7 +73,7 @@ def events_from_webhook(payload: Any, label: str) -> list[DeskEvent]:
     created = instant(conversation.get("date_created"), "conversation.date_created")
     application = channel_name(conversation.get("application"), {})
     account = _account_name(conversation)
-    common = {
+    common: dict[str, Any] = {
         "source": SOURCE,
         "label": label,
         "conversation_id": conversation_id,

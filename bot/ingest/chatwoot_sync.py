@@ -524,10 +524,10 @@ class _Client:
 def _parse_page(body: Any) -> _Page:
     data = body.get("data") if isinstance(body, dict) else None
     payload = data.get("payload") if isinstance(data, dict) else None
-    if not isinstance(payload, list):
+    if not isinstance(data, dict) or not isinstance(payload, list):
         raise SyncError("Chatwoot's conversation list is not in the expected shape (data.payload)")
-    meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
-    total = meta.get("all_count")
+    meta = data.get("meta")
+    total = meta.get("all_count") if isinstance(meta, dict) else None
     conversations = [item for item in payload if isinstance(item, dict)]
     return _Page(conversations, total if isinstance(total, int) and total >= 0 else None)
 

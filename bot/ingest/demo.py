@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from bot.errors import N_, AppError
 from bot.ingest.merge import AppealRow, store_appeals
 from reports.schema import appeals, apps, clients
 
@@ -60,7 +61,7 @@ class DemoResult:
     end: datetime
 
 
-class DemoRefused(Exception):
+class DemoRefused(AppError):
     """The database already holds analytics data and --force was not given."""
 
 
@@ -102,10 +103,14 @@ async def _refuse_unless_empty(connection: AsyncConnection) -> None:
         ).scalar_one()
     if any(counts.values()):
         raise DemoRefused(
-            "The database already has data "
-            f"({counts['clients']} clients, {counts['appeals']} appeals, {counts['apps']} apps); "
-            "demo data goes into an empty database only. Run demo --force to delete the "
-            "existing clients, appeals and apps and load the demo data instead."
+            N_(
+                "The database already has data ({clients} clients, {appeals} appeals, {apps} "
+                "apps); demo data goes into an empty database only. Run demo --force to delete "
+                "the existing clients, appeals and apps and load the demo data instead."
+            ),
+            clients=counts["clients"],
+            appeals=counts["appeals"],
+            apps=counts["apps"],
         )
 
 

@@ -377,7 +377,9 @@ async def _app_id(connection: AsyncConnection, channel: str, name: str) -> int:
     if found is not None:
         return int(found)
     result = await connection.execute(apps.insert().values(channel=channel, name=name))
-    return int(result.inserted_primary_key[0])
+    key = result.inserted_primary_key
+    assert key is not None  # an INSERT of one row always has its key
+    return int(key[0])
 
 
 def default_app_name(source: str, app_key: str) -> str:

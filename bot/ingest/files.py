@@ -2,6 +2,7 @@
 
 import asyncio
 import csv
+import gettext
 import json
 import logging
 from collections.abc import Iterable, Iterator
@@ -13,6 +14,7 @@ from typing import Any, BinaryIO
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.errors import N_, AppError, N_plural
 from bot.ingest.merge import (
     BATCH_SIZE,
     ImportResult,
@@ -40,24 +42,34 @@ _FIELD_SET = frozenset(FIELDS)
 _ID_FIELDS = ("appeal_id", "client_id")
 
 
-class ImportFileError(Exception):
+class ImportFileError(AppError):
     """The file was not imported; the message is a user-safe multi-line text."""
 
-    def __init__(self, message: str, problems: list[str] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
+    labelled = False
+
+    def __init__(self, template: str, problems: list[str] | None = None, **values: Any) -> None:
         # Every problem found, each "line N: reason"; empty for file-level errors.
         self.problems: list[str] = problems or []
+        super().__init__(template, **values)
 
     @classmethod
     def from_problems(cls, problems: list[str]) -> "ImportFileError":
-        count = len(problems)
-        noun = "problem" if count == 1 else "problems"
-        lines = [f"Nothing was imported: the file has {count} {noun}."]
-        lines.extend(problems[:MAX_LISTED_PROBLEMS])
-        if count > MAX_LISTED_PROBLEMS:
-            lines.append(f"... and {count - MAX_LISTED_PROBLEMS} more")
-        return cls("\n".join(lines), problems)
+        singular, plural = N_plural(
+            "Nothing was imported: the file has {count} problem.",
+            "Nothing was imported: the file has {count} problems.",
+        )
+        return cls(singular, problems, plural=plural, count=len(problems))
+
+    def localized(self, translations: gettext.NullTranslations) -> str:
+        heading = super().localized(translations)
+        if self.plural is None:
+            return heading
+        # The problems quote the file's own values, so they are listed as they were found.
+        lines = [heading, *self.problems[:MAX_LISTED_PROBLEMS]]
+        hidden = len(self.problems) - MAX_LISTED_PROBLEMS
+        if hidden > 0:
+            lines.append(translations.gettext("... and {count} more").format(count=hidden))
+        return "\n".join(lines)
 
 
 async def import_file(engine: AsyncEngine, path: Path) -> ImportResult:
@@ -66,14 +78,19 @@ async def import_file(engine: AsyncEngine, path: Path) -> ImportResult:
     if kind is None:
         shown = path.suffix or "(no extension)"
         raise ImportFileError(
-            f"Unsupported file type {shown}: import a .csv file or a .jsonl (JSON Lines) file."
+            N_(
+                "Unsupported file type {suffix}: import a .csv file or a .jsonl (JSON Lines) file."
+            ),
+            suffix=shown,
         )
     try:
         file = path.open("rb")
     except FileNotFoundError:
-        raise ImportFileError(f"File not found: {path}") from None
+        raise ImportFileError(N_("File not found: {path}"), path=str(path)) from None
     except OSError as exc:
-        raise ImportFileError(f"Cannot read {path}: {exc.strerror}") from None
+        raise ImportFileError(
+            N_("Cannot read {path}: {reason}"), path=str(path), reason=exc.strerror
+        ) from None
     with file:
         reader = _FileReader(file, kind)
         async with engine.begin() as connection, import_cache(connection):
@@ -133,17 +150,21 @@ def _decoded_lines(file: BinaryIO) -> Iterator[str]:
         if len(raw) == MAX_LINE_BYTES and not raw.endswith(b"\n"):
             message = f"line {number}: the line is longer than {MAX_LINE_BYTES // 1024} KB"
             raise ImportFileError(
-                f"Nothing was imported: {message}. Is this really a CSV or JSON Lines file?",
+                N_("Nothing was imported: {problem}. Is this really a CSV or JSON Lines file?"),
                 [message],
+                problem=message,
             )
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
             message = f"line {number}: the text is not UTF-8"
             raise ImportFileError(
-                f"Nothing was imported: the file is not UTF-8 text (first bad byte on line "
-                f'{number}). Save it as UTF-8 (in Excel: "CSV UTF-8") and import it again.',
+                N_(
+                    "Nothing was imported: the file is not UTF-8 text (first bad byte on line "
+                    '{line}). Save it as UTF-8 (in Excel: "CSV UTF-8") and import it again.'
+                ),
                 [message],
+                line=number,
             ) from None
         if number == 1:
             line = line.removeprefix("\ufeff")

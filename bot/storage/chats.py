@@ -3,14 +3,14 @@
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.storage.engine import dialect_insert
+from bot.storage.engine import Executor, upsert
 from bot.storage.tables import chats, subscriptions
 
 
-async def chat_timezone(session: AsyncSession, chat_id: int) -> str | None:
-    return await session.scalar(select(chats.c.timezone).where(chats.c.chat_id == chat_id))
+async def chat_timezone(executor: Executor, chat_id: int) -> str | None:
+    return await executor.scalar(select(chats.c.timezone).where(chats.c.chat_id == chat_id))
 
 
 async def save_chat(
@@ -20,13 +20,10 @@ async def save_chat(
     values: dict[str, object] = {"language": language}
     if timezone is not None:
         values["timezone"] = timezone
-    statement = dialect_insert(session.bind.dialect.name)(chats).values(chat_id=chat_id, **values)
-    await session.execute(
-        statement.on_conflict_do_update(index_elements=[chats.c.chat_id], set_=values)
-    )
+    await upsert(session, chats, {"chat_id": chat_id}, values)
 
 
-async def move_chat(connection: AsyncConnection, old_chat_id: int, new_chat_id: int) -> None:
+async def move_chat(connection: Executor, old_chat_id: int, new_chat_id: int) -> None:
     """A group became a supergroup: its settings and digests follow it to the new id."""
     await connection.execute(
         update(subscriptions)
@@ -42,15 +39,9 @@ async def move_chat(connection: AsyncConnection, old_chat_id: int, new_chat_id: 
         )
 
 
-async def chat_zone(session: AsyncSession, chat_id: int, default: str) -> ZoneInfo:
-    """The chat's timezone, set with /timezone, else the TIMEZONE setting.
-
-    Ends the session's transaction: callers go on to long reports or to writes, and neither
-    should start inside a read transaction (see AccessMiddleware).
-    """
-    name = await chat_timezone(session, chat_id)
-    await session.commit()
-    return ZoneInfo(name or default)
+async def chat_zone(executor: Executor, chat_id: int, default: str) -> ZoneInfo:
+    """The chat's timezone, set with /timezone, else the TIMEZONE setting."""
+    return ZoneInfo(await chat_timezone(executor, chat_id) or default)
 
 
 async def is_enabled(session: AsyncSession, chat_id: int) -> bool:
@@ -61,7 +52,4 @@ async def set_enabled(
     session: AsyncSession, chat_id: int, enabled: bool, *, language: str
 ) -> None:
     values: dict[str, object] = {"enabled": enabled, "language": language}
-    statement = dialect_insert(session.bind.dialect.name)(chats).values(chat_id=chat_id, **values)
-    await session.execute(
-        statement.on_conflict_do_update(index_elements=[chats.c.chat_id], set_=values)
-    )
+    await upsert(session, chats, {"chat_id": chat_id}, values)

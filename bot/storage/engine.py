@@ -7,12 +7,13 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
+    AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
@@ -21,6 +22,9 @@ logger = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+# Storage functions take the update's session or a connection of their own alike.
+Executor = AsyncSession | AsyncConnection
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -91,3 +95,12 @@ async def migrate(engine: AsyncEngine) -> None:
 def dialect_insert(dialect_name: str) -> Any:
     """The INSERT construct with ON CONFLICT support for this backend."""
     return postgresql.insert if dialect_name == "postgresql" else sqlite.insert
+
+
+async def upsert(
+    executor: Executor, table: Table, key: dict[str, object], values: dict[str, object]
+) -> None:
+    """Insert the row, or set `values` on the row that already has `key`."""
+    bind = executor.get_bind() if isinstance(executor, AsyncSession) else executor
+    statement = dialect_insert(bind.dialect.name)(table).values(**key, **values)
+    await executor.execute(statement.on_conflict_do_update(index_elements=list(key), set_=values))

@@ -1,12 +1,12 @@
 """Stored facts about Telegram users: the language chosen with /lang and the granted role."""
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.storage.engine import dialect_insert
+from bot.storage.engine import upsert
 from bot.storage.tables import people
 
 Role = Literal["admin", "lead"]
@@ -23,15 +23,8 @@ async def stored_language(session: AsyncSession, user_id: int) -> str | None:
     return await session.scalar(select(people.c.language).where(people.c.user_id == user_id))
 
 
-async def _upsert(session: AsyncSession, user_id: int, values: dict[str, object]) -> None:
-    statement = dialect_insert(session.bind.dialect.name)(people).values(user_id=user_id, **values)
-    await session.execute(
-        statement.on_conflict_do_update(index_elements=[people.c.user_id], set_=values)
-    )
-
-
 async def store_language(session: AsyncSession, user_id: int, language: str) -> None:
-    await _upsert(session, user_id, {"language": language})
+    await upsert(session, people, {"user_id": user_id}, {"language": language})
 
 
 async def role_of(session: AsyncSession, user_id: int, admin_ids: frozenset[int]) -> Role | None:
@@ -48,7 +41,7 @@ async def grant_lead(
     values: dict[str, object] = {"role": "lead", "granted_by": granted_by}
     if name:
         values["name"] = name[:200]
-    await _upsert(session, user_id, values)
+    await upsert(session, people, {"user_id": user_id}, values)
 
 
 async def revoke_lead(session: AsyncSession, user_id: int) -> bool:
@@ -57,7 +50,8 @@ async def revoke_lead(session: AsyncSession, user_id: int) -> bool:
         .where(people.c.user_id == user_id, people.c.role == "lead")
         .values(role=None)
     )
-    return bool(result.rowcount)
+    # An UPDATE's result is a CursorResult, which counts the rows it changed.
+    return bool(cast(CursorResult[Any], result).rowcount)
 
 
 async def list_people(session: AsyncSession, admin_ids: frozenset[int]) -> list[Person]:

@@ -11,25 +11,27 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from aiogram import Bot
-from aiogram.exceptions import (
-    ClientDecodeError,
-    TelegramNetworkError,
-    TelegramRetryAfter,
-    TelegramServerError,
-)
 from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, InputMediaPhoto, Message
 from aiogram.utils.chat_action import ChatActionSender
+from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.config import Settings
 from bot.ingest.status import newest_data, silent_sources
 from bot.rendering import Renderer
+from bot.storage.chats import chat_zone
+from bot.telegram.keyboards import report_keyboard
+from bot.telegram.outbound import UNDELIVERABLE
 from reports.bundle import ReportBundle
 from reports.errors import N_
 from reports.i18n import translator
 from reports.metrics import build_report
 from reports.model import PeriodPair, ReportFilter
+from reports.periods import parse_period
+from reports.request import ReportRequest
 from reports.trend import build_trend
 
 logger = logging.getLogger(__name__)
@@ -40,13 +42,6 @@ MESSAGE_LIMIT = 4096
 
 PartSent = Callable[[str], Awaitable[None]]
 PartFailed = Callable[[str, Exception], Awaitable[None]]
-# What is left after the retry middleware gave up: Telegram or the network kept failing.
-UNDELIVERABLE = (
-    TelegramServerError,
-    TelegramNetworkError,
-    TelegramRetryAfter,
-    ClientDecodeError,
-)
 PART_NAMES = {"text": N_("the summary"), "charts": N_("the charts"), "csv": N_("the CSV file")}
 PART_FAILED = N_("Sorry, {part} could not be delivered: Telegram did not accept it. Please retry.")
 
@@ -172,49 +167,58 @@ async def _mark(on_sent: PartSent | None, part: str) -> None:
         await on_sent(part)
 
 
-async def send_report(
-    bot: Bot,
-    chat_id: int,
-    *,
-    engine: AsyncEngine,
-    renderer: Renderer,
-    periods: PeriodPair,
-    report_filter: ReportFilter,
-    lang: str,
-    delimiter: str,
-    keyboard: InlineKeyboardMarkup | None = None,
-    now: datetime | None = None,
-) -> ReportBundle:
-    """Compute, render and send one report in answer to a command."""
-    started = time.perf_counter()
-    # The chat sees "sending photo" while the numbers are computed and the pies drawn.
-    async with ChatActionSender.upload_photo(bot=bot, chat_id=chat_id):
-        bundle = await produce_bundle(
-            engine,
-            renderer,
-            periods=periods,
-            report_filter=report_filter,
-            lang=lang,
-            delimiter=delimiter,
-            now=now,
-        )
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportService:
+    """What a report command needs, wired once at start and injected as `report_service`."""
 
-    async def tell_user(part: str, exc: Exception) -> None:
-        logger.error("report part %s to chat %s failed: %s", part, chat_id, type(exc).__name__)
-        gettext = translator(lang).gettext
-        with contextlib.suppress(*UNDELIVERABLE):
-            await bot.send_message(
-                chat_id, gettext(PART_FAILED).format(part=gettext(PART_NAMES[part]))
+    engine: AsyncEngine
+    renderer: Renderer
+    settings: Settings
+    clock: Callable[[], datetime]
+
+    async def zone_of(self, chat_id: int) -> ZoneInfo:
+        # Its own short read, ended before the report: a long report must not run inside a
+        # read transaction (it would hold a pooled connection all along).
+        async with self.engine.connect() as connection:
+            return await chat_zone(connection, chat_id, self.settings.timezone)
+
+    async def send(
+        self, bot: Bot, chat_id: int, request: ReportRequest, *, lang: str
+    ) -> ReportBundle:
+        """Compute, render and send one report in answer to a command."""
+        zone = await self.zone_of(chat_id)
+        now = self.clock()
+        periods = parse_period(request.period_text, now=now, tz=zone)
+        started = time.perf_counter()
+        # The chat sees "sending photo" while the numbers are computed and the pies drawn.
+        async with ChatActionSender.upload_photo(bot=bot, chat_id=chat_id):
+            bundle = await produce_bundle(
+                self.engine,
+                self.renderer,
+                periods=periods,
+                report_filter=request.filter,
+                lang=lang,
+                delimiter=self.settings.delimiter_for(lang),
+                now=now,
             )
 
-    await deliver_bundle(bot, chat_id, bundle, keyboard=keyboard, on_failure=tell_user)
-    logger.info(
-        "report %s sent to chat %s in %.3f s",
-        periods.current.label,
-        chat_id,
-        time.perf_counter() - started,
-    )
-    return bundle
+        async def tell_user(part: str, exc: Exception) -> None:
+            logger.error("report part %s to chat %s failed: %s", part, chat_id, type(exc).__name__)
+            gettext = translator(lang).gettext
+            with contextlib.suppress(*UNDELIVERABLE):
+                await bot.send_message(
+                    chat_id, gettext(PART_FAILED).format(part=gettext(PART_NAMES[part]))
+                )
+
+        keyboard = report_keyboard(request.filter, _)
+        await deliver_bundle(bot, chat_id, bundle, keyboard=keyboard, on_failure=tell_user)
+        logger.info(
+            "report %s sent to chat %s in %.3f s",
+            periods.current.label,
+            chat_id,
+            time.perf_counter() - started,
+        )
+        return bundle
 
 
 def telegram_length(text: str) -> int:

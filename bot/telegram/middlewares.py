@@ -11,15 +11,17 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from aiogram import BaseMiddleware
 from aiogram.dispatcher.flags import get_flag
 from aiogram.types import CallbackQuery, Chat, Message, TelegramObject, User
 from aiogram.utils.i18n import gettext as _
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.storage.chats import is_enabled
+from bot.storage.engine import session_factory
 from bot.storage.people import role_of
 
 logger = logging.getLogger(__name__)
@@ -34,33 +36,71 @@ SERVICE_USER_ID = 777000
 GROUP_TYPES = ("group", "supergroup")
 
 
-class DbSessionMiddleware(BaseMiddleware):
-    """Opens a session for the update, commits when the handler succeeds, else rolls back."""
+class AfterCommit:
+    """What a handler does once its changes are committed: the reply that states the change,
+    and anything that reads what was written (the digest schedule).
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self.sessions = sessions
+    A reply sent before the commit would tell the user "done" about a change that a failed
+    commit then threw away.
+    """
+
+    def __init__(self) -> None:
+        self._actions: list[Callable[[], Awaitable[object]]] = []
+
+    def answer(self, message: Message, text: str) -> None:
+        self._actions.append(partial(message.answer, text))
+
+    def call(self, action: Callable[[], Awaitable[object]]) -> None:
+        self._actions.append(action)
+
+    async def run(self) -> None:
+        for action in self._actions:
+            await action()
+
+
+class DbSessionMiddleware(BaseMiddleware):
+    """The update's session and its one commit, after the handler; then the handler's
+    after-commit replies. A handler that raises is rolled back and its replies are dropped.
+
+    Handlers flagged `writes` get a transaction that takes SQLite's write lock at BEGIN: a
+    deferred transaction that reads and then writes fails at once with "database is locked"
+    when another writer got there first, where an immediate one waits out the busy timeout.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.sessions = session_factory(engine)
+        self.writing_sessions = session_factory(engine.execution_options(sqlite_begin="IMMEDIATE"))
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
-        async with self.sessions() as session:
+        sessions = self.writing_sessions if get_flag(data, "writes") else self.sessions
+        after_commit = AfterCommit()
+        async with sessions() as session:
             data["session"] = session
+            data["after_commit"] = after_commit
             try:
                 result = await handler(event, data)
                 await session.commit()
-                return result
             finally:
                 # Error handlers see the same data after this session is closed.
-                del data["session"]
+                del data["session"], data["after_commit"]
+        await after_commit.run()
+        return result
 
 
 class AccessMiddleware(BaseMiddleware):
     def __init__(
         self,
         admin_ids: frozenset[int],
+        sessions: async_sessionmaker[AsyncSession],
         *,
         clock: Clock = time.monotonic,
         refusal_interval: float = 3600.0,
     ) -> None:
         self.admin_ids = admin_ids
+        # Its own short reads, ended before the handler runs: a long report or a write must
+        # not run inside this read transaction (it would hold a pooled connection, and on
+        # SQLite a write after a read cannot wait out the busy timeout).
+        self.sessions = sessions
         self.clock = clock
         self.refusal_interval = refusal_interval
         self._last_refusal: dict[int, float] = {}
@@ -68,16 +108,19 @@ class AccessMiddleware(BaseMiddleware):
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         user: User | None = data.get("event_from_user")
         needed = get_flag(data, "access", default="lead")
-        session: AsyncSession = data["session"]
         chat: Chat | None = data.get("event_chat")
-        if (
-            chat is not None
-            and chat.type in GROUP_TYPES
-            and not get_flag(data, "any_chat")
-            and not await is_enabled(session, chat.id)
-        ):
-            await self._group_not_enabled(event, user, session)
-            return None
+        if chat is not None and chat.type in GROUP_TYPES and not get_flag(data, "any_chat"):
+            async with self.sessions() as session:
+                enabled = await is_enabled(session, chat.id)
+                tell_admin = (
+                    not enabled
+                    and isinstance(event, Message)
+                    and user is not None
+                    and await role_of(session, user.id, self.admin_ids) == "admin"
+                )
+            if not enabled:
+                await self._group_not_enabled(event, tell_admin)
+                return None
         if needed == "public":
             return await handler(event, data)
         if isinstance(event, Message) and _on_behalf_of_chat(event, user):
@@ -91,27 +134,19 @@ class AccessMiddleware(BaseMiddleware):
             return None
         if user is None:
             return None
-        role = await role_of(session, user.id, self.admin_ids)
+        async with self.sessions() as session:
+            role = await role_of(session, user.id, self.admin_ids)
         if role is None or (needed == "admin" and role != "admin"):
             await self._refuse(event, user, role)
             return None
         data["role"] = role
-        # End this read transaction: it would hold a pooled connection through a long report,
-        # and on SQLite a handler's write after a read cannot wait out the busy timeout.
-        await session.commit()
         return await handler(event, data)
 
-    async def _group_not_enabled(
-        self, event: TelegramObject, user: User | None, session: AsyncSession
-    ) -> None:
+    async def _group_not_enabled(self, event: TelegramObject, tell_admin: bool) -> None:
         """Silence in a group nobody enabled; only an admin is told how to enable it."""
         if isinstance(event, CallbackQuery):
             await event.answer(_("Not allowed."), show_alert=True)
-        elif (
-            isinstance(event, Message)
-            and user is not None
-            and await role_of(session, user.id, self.admin_ids) == "admin"
-        ):
+        elif isinstance(event, Message) and tell_admin:
             await event.answer(_("This group is not enabled yet: an admin can send /enable."))
 
     async def _refuse(self, event: TelegramObject, user: User, role: str | None) -> None:

@@ -8,12 +8,13 @@ share them.
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiogram import Bot
 from aiogram.client.session.middlewares.base import (
@@ -53,6 +54,15 @@ COUNTED = (
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
+T = TypeVar("T")
+
+# What Telegram or the network answers when it cannot take a request right now.
+TELEGRAM_UNAVAILABLE = (TelegramServerError, TelegramNetworkError, ClientDecodeError)
+# What is left after the retries gave up: Telegram or the network kept failing, or asked for a
+# wait longer than MAX_RETRY_AFTER.
+UNDELIVERABLE = (*TELEGRAM_UNAVAILABLE, TelegramRetryAfter)
+# A flood-control wait longer than this is not waited out: the request fails instead.
+MAX_RETRY_AFTER = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +165,45 @@ class RateLimitMiddleware(BaseRequestMiddleware):
         return await make_request(bot, method)
 
 
+def backoff_delays(first: float, *, limit: float, jitter: float = 0.0) -> Iterator[float]:
+    """first, twice that, and so on up to limit; each stretched by up to `jitter` of itself, so
+    the retries of many requests that failed together do not come back together."""
+    delay = first
+    while True:
+        yield delay * (1 + random.random() * jitter) if jitter else delay
+        delay = min(delay * 2, limit)
+
+
+async def retry(
+    call: Callable[[], Awaitable[T]],
+    *,
+    delays: Iterator[float],
+    on_retry: Callable[[Exception, int, float], None],
+    attempts: int | None = None,
+    max_retry_after: float = MAX_RETRY_AFTER,
+    sleep: Sleep = asyncio.sleep,
+) -> T:
+    """The one retry policy: a 429 waits what Telegram asked (not a failure of the request, it
+    only says when to come back); a failure in TELEGRAM_UNAVAILABLE waits the next delay, until
+    `attempts` failures (None: for ever). `on_retry(error, failures, delay)` logs each wait."""
+    failures = 0
+    while True:
+        try:
+            return await call()
+        except TelegramRetryAfter as exc:
+            if exc.retry_after > max_retry_after:
+                raise
+            on_retry(exc, failures, exc.retry_after)
+            await sleep(exc.retry_after)
+        except TELEGRAM_UNAVAILABLE as exc:
+            failures += 1
+            if attempts is not None and failures >= attempts:
+                raise
+            delay = next(delays)
+            on_retry(exc, failures, delay)
+            await sleep(delay)
+
+
 class RetryMiddleware(BaseRequestMiddleware):
     """429: wait retry_after and try again; 5xx, garbled answers and network errors: back off."""
 
@@ -163,7 +212,7 @@ class RetryMiddleware(BaseRequestMiddleware):
         *,
         attempts: int = 3,
         base_delay: float = 0.5,
-        max_retry_after: float = 300.0,
+        max_retry_after: float = MAX_RETRY_AFTER,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.attempts, self.base_delay = attempts, base_delay
@@ -173,37 +222,28 @@ class RetryMiddleware(BaseRequestMiddleware):
     async def __call__(
         self, make_request: NextRequestMiddlewareType[Any], bot: Bot, method: TelegramMethod[Any]
     ) -> Response[Any]:
-        failures = 0
-        while True:
-            try:
-                return await make_request(bot, method)
-            except TelegramRetryAfter as exc:
-                # Flood control is not a failure of the request: it only says when to come back.
-                if exc.retry_after > self.max_retry_after:
-                    raise
+        name = method.__api_method__
+
+        def log(exc: Exception, failures: int, delay: float) -> None:
+            if isinstance(exc, TelegramRetryAfter):
+                logger.warning("%s: 429, retrying after %s s", name, exc.retry_after)
+            else:
                 logger.warning(
-                    "%s: 429, retrying after %s s", method.__api_method__, exc.retry_after
+                    "%s: %s, retry %s in %.2f s", name, type(exc).__name__, failures, delay
                 )
-                await self._sleep(exc.retry_after)
-            except (TelegramServerError, ClientDecodeError, TelegramNetworkError) as exc:
-                failures += 1
-                if failures >= self.attempts:
-                    logger.error(
-                        "%s failed %s times: %s",
-                        method.__api_method__,
-                        failures,
-                        type(exc).__name__,
-                    )
-                    raise
-                delay = self.base_delay * 2 ** (failures - 1) * (1 + random.random() / 10)
-                logger.warning(
-                    "%s: %s, retry %s in %.2f s",
-                    method.__api_method__,
-                    type(exc).__name__,
-                    failures,
-                    delay,
-                )
-                await self._sleep(delay)
+
+        try:
+            return await retry(
+                lambda: make_request(bot, method),
+                delays=backoff_delays(self.base_delay, limit=math.inf, jitter=0.1),
+                on_retry=log,
+                attempts=self.attempts,
+                max_retry_after=self.max_retry_after,
+                sleep=self._sleep,
+            )
+        except TELEGRAM_UNAVAILABLE as exc:
+            logger.error("%s failed %s times: %s", name, self.attempts, type(exc).__name__)
+            raise
 
 
 def install(bot: Bot, limiter: OutboundLimiter) -> None:

@@ -24,10 +24,30 @@ SECRET = "chatwoot-webhook-secret-5f2e"
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 # Personal data in the fixtures that must never reach the database.
 PERSONAL = [
-    "Anna", "Petrova", "anna.petrova@example.com", "+79161234567", "79161234567",
-    "order 5531", "broken", "Boris", "boris.agent", "Sorry", "Romashka", "Kazan",
-    "Yuri", "Dzabaev", "svetlana", "Svetlana", "parcel", "RA123456789RU", "+79035556677",
-    "yuri_dz", "no-user.png", "Acme Shop", "wamid", "xq7Lh2",
+    "Anna",
+    "Petrova",
+    "anna.petrova@example.com",
+    "+79161234567",
+    "79161234567",
+    "order 5531",
+    "broken",
+    "Boris",
+    "boris.agent",
+    "Sorry",
+    "Romashka",
+    "Kazan",
+    "Yuri",
+    "Dzabaev",
+    "svetlana",
+    "Svetlana",
+    "parcel",
+    "RA123456789RU",
+    "+79035556677",
+    "yuri_dz",
+    "no-user.png",
+    "Acme Shop",
+    "wamid",
+    "xq7Lh2",
 ]
 
 

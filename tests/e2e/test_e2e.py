@@ -9,27 +9,23 @@ waits on the fake's events (never on sleeps). The clock is frozen at 2026-11-11 
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
 import re
 from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import replace
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import bot.telegram.delivery
-from bot.app import Application, build_application, command_menu
-from bot.config import Settings
+from bot.app import build_application, command_menu
 from bot.ingest.demo import load_demo
 from reports.csv_export import HEADER
 from reports.i18n import format_number
@@ -37,18 +33,15 @@ from reports.metrics import build_report
 from reports.model import AppKey, Report, ReportFilter
 from reports.periods import parse_period
 from reports.trend import build_trend
-from tests.datasets import OLD_ROWS, ROWS_IN_AND_AROUND_P, VIP, VK_GROUP, load
-from tests.fake_telegram import Call, FakeTelegram, image_size
+from tests.datasets import VIP, VK_GROUP
+from tests.fake_telegram import FakeTelegram, image_size
+from tests.support.polling import SENDS, Live, polling
+from tests.support.settings import ADMIN, MSK, NOW, make_settings
 
 TOKEN = "123456:TEST-token"
-ADMIN = 42
 STRANGER = 777
-MSK = ZoneInfo("Europe/Moscow")
-NOW = datetime(2026, 11, 11, 12, 0, tzinfo=MSK)
 BOM = b"\xef\xbb\xbf"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# Requests that put something into a chat (answerCallbackQuery is shown as a toast, not a message).
-SENDS = frozenset({"sendMessage", "sendPhoto", "sendMediaGroup", "sendDocument"})
 REPORT = ["sendMessage", "sendMediaGroup", "sendDocument"]
 STARTUP_AND_POLLING = frozenset({"setMyCommands", "getMe", "getUpdates"})
 INCIDENT = re.compile(
@@ -120,81 +113,14 @@ YESTERDAY_CSV = [
 # -- harness -----------------------------------------------------------------------------------
 
 
-class Running:
-    """The application polling the fake, with helpers to talk to it as a Telegram user."""
-
-    def __init__(self, tg: FakeTelegram, app: Application) -> None:
-        self.tg, self.app = tg, app
-
-    def command(self, text: str, *, user_id: int = ADMIN, language_code: str = "en") -> int:
-        """A private-chat message from user_id; returns its update_id."""
-        return self.tg.send_message(
-            text, chat_id=user_id, user_id=user_id, language_code=language_code
-        )
-
-    async def settle(self, update_id: int) -> None:
-        """Wait until the bot took the update and every handler it started has finished."""
-        await self.tg.wait_confirmed(update_id)
-        # The polling loop starts a handler task before it asks for (and so confirms) more.
-        while tasks := set(self.app.dispatcher._handle_update_tasks):
-            await asyncio.gather(*tasks)
-
-    def sends(self) -> list[Call]:
-        return [call for call in self.tg.calls() if call.method in SENDS]
-
-    def sent_methods(self, *, ok_only: bool = True) -> list[str]:
-        return [call.method for call in self.sends() if call.ok or not ok_only]
-
-    def ok_counts(self) -> Counter[str]:
-        return Counter(call.method for call in self.tg.calls() if call.ok)
-
-
-def app_settings(tg: FakeTelegram, engine: AsyncEngine) -> Settings:
-    return Settings(
-        _env_file=None,
-        bot_token=TOKEN,
-        telegram_api_url=tg.base_url,
-        database_url=engine.url.render_as_string(hide_password=False),
-        admin_ids=str(ADMIN),
-        timezone="Europe/Moscow",
-        language="en",
-    )
-
-
 @asynccontextmanager
-async def running(engine: AsyncEngine, **fake: Any) -> AsyncIterator[Running]:
+async def running(engine: AsyncEngine, **fake: Any) -> AsyncIterator[Live]:
     """The application with a clock frozen at NOW, polling a fresh fake built with `fake`."""
     async with FakeTelegram(token=TOKEN, **fake) as tg:
-        app = build_application(app_settings(tg, engine), engine, clock=lambda: NOW)
-        polling = asyncio.create_task(
-            app.dispatcher.start_polling(app.bot, handle_signals=False, polling_timeout=1)
-        )
-        harness = Running(tg, app)
-        try:
-            waiter = asyncio.create_task(tg.wait_polling())
-            await asyncio.wait([polling, waiter], return_when=asyncio.FIRST_COMPLETED)
-            if not waiter.done():  # polling ended before it ever polled: show why
-                waiter.cancel()
-                with suppress(asyncio.CancelledError):
-                    await waiter
-                polling.result()
-            waiter.result()
-            yield harness
-            while tasks := set(app.dispatcher._handle_update_tasks):
-                await asyncio.gather(*tasks)
-        finally:
-            if not polling.done():
-                await app.dispatcher.stop_polling()
-            await polling
-        session = app.bot.session._session  # type: ignore[attr-defined]
-        assert session is None or session.closed, "polling must close the bot's HTTP session"
-
-
-@pytest.fixture
-async def hand_counted(sqlite_engine: AsyncEngine, tmp_path: Path) -> AsyncEngine:
-    await load(sqlite_engine, tmp_path, ROWS_IN_AND_AROUND_P, "recent")
-    await load(sqlite_engine, tmp_path, OLD_ROWS, "old")
-    return sqlite_engine
+        settings = make_settings(engine, token=TOKEN, api_url=tg.base_url)
+        app = build_application(settings, engine, clock=lambda: NOW)
+        async with polling(tg, app.bot, app.dispatcher) as live:
+            yield live
 
 
 def parse_csv(data: bytes, delimiter: str = ",") -> list[list[str]]:
@@ -576,7 +502,7 @@ async def test_startup_sets_the_commands_in_every_language_and_calls_get_me_firs
 
         assert live.tg.commands(language_code="ru") == listed("ru")
         assert live.tg.commands(language_code="en") == listed("en")
-        assert live.tg.commands() == listed("en")  # the LANGUAGE setting of app_settings
+        assert live.tg.commands() == listed("en")  # the LANGUAGE setting of make_settings
         names = ["clients", "channels", "digest", "timezone", "users", "sources", "help", "lang"]
         assert [c["command"] for c in live.tg.commands()] == names
         # The Russian menu really is translated.

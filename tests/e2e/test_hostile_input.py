@@ -29,7 +29,8 @@ from typing import Literal
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.access_support import (
+from tests.datasets import load
+from tests.e2e.access_support import (
     ADMIN,
     SENDS,
     Live,
@@ -37,7 +38,6 @@ from tests.access_support import (
     running,
     table_counts,
 )
-from tests.datasets import OLD_ROWS, ROWS_IN_AND_AROUND_P, load
 from tests.fake_telegram import utf16_len
 
 MAX_REPLY = 400
@@ -466,10 +466,8 @@ async def run_table(live: Live, engine: AsyncEngine, cases: list[Case]) -> list[
 
 
 @pytest.fixture
-async def data(sqlite_engine: AsyncEngine, tmp_path: Path) -> AsyncEngine:
-    await load(sqlite_engine, tmp_path, ROWS_IN_AND_AROUND_P, "recent")
-    await load(sqlite_engine, tmp_path, OLD_ROWS, "old")
-    return sqlite_engine
+def data(hand_counted: AsyncEngine) -> AsyncEngine:
+    return hand_counted
 
 
 async def test_hostile_report_and_language_arguments_get_one_short_safe_reply(

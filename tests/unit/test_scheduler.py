@@ -16,7 +16,7 @@ from bot.digests.subscriptions import active_subscriptions, add_subscription, re
 from bot.rendering import Renderer
 from bot.storage.chats import save_chat
 from bot.storage.engine import session_factory
-from tests.recording_session import RecordingSession
+from tests.support.recording import RecordingSession
 
 MSK = ZoneInfo("Europe/Moscow")
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -11,7 +11,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.app import build_bot
-from bot.config import Settings
 from bot.digests.rules import parse_rule
 from bot.digests.runner import DigestRunner
 from bot.digests.subscriptions import add_subscription
@@ -23,6 +22,7 @@ from bot.telegram import outbound
 from bot.telegram.outbound import Limits, OutboundLimiter
 from tests.datasets import OLD_ROWS, ROWS_IN_AND_AROUND_P, load
 from tests.fake_telegram import FakeTelegram
+from tests.support.settings import make_settings
 
 MSK = ZoneInfo("Europe/Moscow")
 # Subscriptions are made the day before; the daily 09:00 digest of 2026-11-11 then covers the
@@ -46,18 +46,6 @@ async def tg() -> AsyncIterator[FakeTelegram]:
         yield fake
 
 
-def settings_for(tg: FakeTelegram, url: str) -> Settings:
-    return Settings(
-        _env_file=None,
-        bot_token=tg.token,
-        telegram_api_url=tg.base_url,
-        database_url=url,
-        admin_ids="42",
-        timezone="Europe/Moscow",
-        language="en",
-    )
-
-
 class Runners:
     """Builds digest runners that share one fake server; closes their sessions at the end."""
 
@@ -69,7 +57,7 @@ class Runners:
     def make(
         self, engine: AsyncEngine, clock: FrozenClock, limits: Limits = FAST, name: str = "a"
     ) -> DigestRunner:
-        settings = settings_for(self.tg, str(engine.url))
+        settings = make_settings(engine, token=self.tg.token, api_url=self.tg.base_url)
         bot = build_bot(settings)
         outbound.install(bot, OutboundLimiter(limits))
         renderer = Renderer()

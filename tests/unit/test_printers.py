@@ -47,7 +47,7 @@ from reports.model import AppKey, Metrics, Period, Report, ReportFilter, Trend, 
 from reports.text import TEXT_LIMIT, render_text, shorten
 
 MSK = ZoneInfo("Europe/Moscow")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 VIP = "Sales & Partners <VIP>"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -2,6 +2,7 @@
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -12,29 +13,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.ingest.demo import DemoRefused, DemoResult, load_demo
 from bot.storage.engine import create_engine, migrate
 from reports.schema import appeals, apps, clients
+from tests.datasets import stored_appeals
 
 # A Friday late morning in Moscow.
 NOW = datetime(2026, 11, 27, 8, 30, 15, 123456, tzinfo=UTC)
 MOSCOW = ZoneInfo("Europe/Moscow")
 
 
-async def all_appeals(engine: AsyncEngine) -> list[tuple[str, str, str, str, datetime]]:
-    """Every appeal as (appeal, client, channel, app, created_at), by external appeal id."""
-    query = (
-        select(
-            appeals.c.external_id,
-            clients.c.external_id,
-            apps.c.channel,
-            apps.c.name,
-            appeals.c.created_at,
-        )
-        .join(clients, clients.c.id == appeals.c.client_id)
-        .join(apps, apps.c.id == appeals.c.app_id)
-        .order_by(appeals.c.external_id)
-    )
-    async with engine.connect() as connection:
-        rows = (await connection.execute(query)).all()
-    return [(row[0], row[1], row[2], row[3], row[4]) for row in rows]
+# Every appeal as (appeal, client, channel, app, created_at), by external appeal id.
+all_appeals = partial(stored_appeals, order_by=appeals.c.external_id)
 
 
 async def first_appeals(engine: AsyncEngine) -> dict[str, tuple[datetime, str]]:

@@ -1,9 +1,9 @@
 """Issue 5: roles, who is asking, group chats, buttons, report flood control and secrets.
 
 Most tests run the Application of `python -m bot` (`build_application`) polling the fake Bot API
-server (tests/access_support.py: `running`); the ones that need a frozen clock, or an update kind
-the fake does not model, feed the Dispatcher of `build_dispatcher` directly (`direct`).
-Waits are on the fake's events and on the dispatcher's handler tasks, never on sleeps.
+server (tests/e2e/access_support.py: `running`); the ones that need a frozen clock, or an update
+kind the fake does not model, feed the Dispatcher of `build_dispatcher` directly (`direct`).
+Waits are on the fake's events and on a count of the updates being handled, never on sleeps.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from bot.digests.subscriptions import add_subscription
 from bot.logs import REDACTED, RedactSecrets, setup_logging
 from bot.storage.engine import session_factory
 from bot.telegram.middlewares import AccessMiddleware, ReportFloodMiddleware
-from tests.access_support import (
+from tests.e2e.access_support import (
     ADMIN,
     ANONYMOUS_ADMIN,
     CHANNEL_BOT,
@@ -64,7 +64,6 @@ from tests.access_support import (
     table_counts,
     texts,
 )
-from tests.datasets import OLD_ROWS, ROWS_IN_AND_AROUND_P, load
 from tests.fake_telegram import FakeTelegram
 
 EMPTY_DAY = "/clients 2026-11-05"  # a day without appeals: text and CSV, no pies (fast)
@@ -76,11 +75,9 @@ GRANT_USAGE = "Usage: /grant USER_ID, or reply /grant to the person's message."
 
 
 @pytest.fixture
-async def data(sqlite_engine: AsyncEngine, tmp_path: Path) -> AsyncEngine:
+def data(hand_counted: AsyncEngine) -> AsyncEngine:
     """The hand-counted data set, so that a leaked report would show real numbers."""
-    await load(sqlite_engine, tmp_path, ROWS_IN_AND_AROUND_P, "recent")
-    await load(sqlite_engine, tmp_path, OLD_ROWS, "old")
-    return sqlite_engine
+    return hand_counted
 
 
 async def enable_group(live: Live, chat_id: int = GROUP) -> None:

@@ -1,22 +1,16 @@
 """A PostgreSQL connection lost between two commands: the next command reconnects and answers."""
 
-from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
-from aiogram import Bot
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from bot.app import build_dispatcher
-from bot.config import Settings
 from bot.storage.engine import create_engine, migrate
 from tests.datasets import OLD_ROWS, ROWS_IN_AND_AROUND_P, load
-from tests.recording_session import RecordingSession
-from tests.test_handlers import ADMIN, Harness
-
-NOW = datetime(2026, 11, 11, 12, 0, tzinfo=ZoneInfo("Europe/Moscow"))
+from tests.support.dispatcher import Direct
+from tests.support.settings import NOW, make_settings
 
 
 async def test_commands_survive_the_server_dropping_every_connection(
@@ -27,12 +21,8 @@ async def test_commands_survive_the_server_dropping_every_connection(
         await migrate(engine)
         await load(engine, tmp_path, ROWS_IN_AND_AROUND_P, "recent")
         await load(engine, tmp_path, OLD_ROWS, "old")
-        settings = Settings(
-            _env_file=None, database_url=postgres_url, admin_ids=str(ADMIN), language="en"
-        )
-        dispatcher = build_dispatcher(settings, engine, clock=lambda: NOW)
-        session = RecordingSession()
-        harness = Harness(dispatcher, Bot("123456:TEST", session=session), session)
+        dispatcher = build_dispatcher(make_settings(engine), engine, clock=lambda: NOW)
+        harness = Direct(dispatcher)
 
         await harness.send("/clients yesterday")
         # The server ends every session of the bot's pool (a restart or a failover), from a

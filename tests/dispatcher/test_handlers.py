@@ -3,95 +3,29 @@
 import csv
 import io
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from itertools import count
-from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
-from aiogram import Bot, Dispatcher
-from aiogram.client.default import DefaultBotProperties
-from aiogram.types import CallbackQuery, Chat, Message, MessageEntity, Update, User
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 import bot.telegram.delivery
 from bot.app import build_dispatcher
-from bot.config import Settings
 from bot.storage.engine import session_factory
 from bot.storage.people import grant_lead
-from tests.datasets import OLD_ROWS, ROWS_IN_AND_AROUND_P, VIP, load
-from tests.recording_session import RecordingSession
+from tests.datasets import VIP
+from tests.support.dispatcher import Direct
+from tests.support.settings import ADMIN, NOW, make_settings
 
-ADMIN = 42
 STRANGER = 777
-# "yesterday" is then the hand-counted local day 2026-11-10 (tests/datasets.py).
-NOW = datetime(2026, 11, 11, 12, 0, tzinfo=ZoneInfo("Europe/Moscow"))
-update_ids = count(1)
-
-
-class Harness:
-    def __init__(self, dispatcher: Dispatcher, bot: Bot, session: RecordingSession) -> None:
-        self.dispatcher, self.bot, self.session = dispatcher, bot, session
-
-    async def send(self, text: str, *, user_id: int = ADMIN, language: str = "en") -> None:
-        entities = []
-        if text.startswith("/"):
-            entities = [MessageEntity(type="bot_command", offset=0, length=len(text.split()[0]))]
-        message = Message(
-            message_id=next(update_ids),
-            date=datetime.now(UTC),
-            chat=Chat(id=user_id, type="private"),
-            from_user=User(id=user_id, is_bot=False, first_name="Lead", language_code=language),
-            text=text,
-            entities=entities,
-        )
-        await self.dispatcher.feed_update(
-            self.bot, Update(update_id=next(update_ids), message=message)
-        )
-
-    async def press(self, data: str, *, user_id: int = ADMIN, language: str = "en") -> None:
-        query = CallbackQuery(
-            id=str(next(update_ids)),
-            from_user=User(id=user_id, is_bot=False, first_name="Lead", language_code=language),
-            chat_instance="1",
-            data=data,
-            message=Message(
-                message_id=1,
-                date=datetime.now(UTC),
-                chat=Chat(id=user_id, type="private"),
-                text="x",
-            ),
-        )
-        await self.dispatcher.feed_update(
-            self.bot, Update(update_id=next(update_ids), callback_query=query)
-        )
-
-    def texts(self) -> list[str]:
-        return [request.text for request in self.session.sent("sendMessage")]
-
-    def names(self) -> list[str]:
-        return [
-            r.__api_method__ for r in self.session.requests if r.__api_method__ != "sendChatAction"
-        ]
+GROUP = -1001234500001
 
 
 @pytest.fixture
-async def harness(sqlite_engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[Harness]:
-    await load(sqlite_engine, tmp_path, ROWS_IN_AND_AROUND_P, "recent")
-    await load(sqlite_engine, tmp_path, OLD_ROWS, "old")
-    settings = Settings(
-        _env_file=None,
-        bot_token="123456:TEST",
-        database_url=str(sqlite_engine.url),
-        admin_ids=str(ADMIN),
-        timezone="Europe/Moscow",
-        language="ru",
-    )
-    dispatcher = build_dispatcher(settings, sqlite_engine, clock=lambda: NOW)
-    session = RecordingSession()
-    test_bot = Bot("123456:TEST", session=session, default=DefaultBotProperties(parse_mode="HTML"))
-    yield Harness(dispatcher, test_bot, session)
+async def harness(hand_counted: AsyncEngine) -> AsyncIterator[Direct]:
+    settings = make_settings(hand_counted, token="123456:TEST", language="ru")
+    dispatcher = build_dispatcher(settings, hand_counted, clock=lambda: NOW)
+    yield Direct(dispatcher, token="123456:TEST")
     await dispatcher.emit_shutdown()
 
 
@@ -103,7 +37,7 @@ def csv_rows(document: Any) -> list[list[str]]:
     return list(csv.reader(io.StringIO(text), delimiter=delimiter))
 
 
-async def test_clients_sends_text_then_two_pies_then_the_csv(harness: Harness) -> None:
+async def test_clients_sends_text_then_two_pies_then_the_csv(harness: Direct) -> None:
     await harness.send("/clients yesterday")
     assert harness.names() == ["sendMessage", "sendMediaGroup", "sendDocument"]
     text = harness.texts()[0]
@@ -133,7 +67,7 @@ async def test_clients_sends_text_then_two_pies_then_the_csv(harness: Harness) -
     assert rows[("app_clients", "telegram", VIP)] == ("2", "0")
 
 
-async def test_russian_user_gets_russian_text_and_semicolon_csv(harness: Harness) -> None:
+async def test_russian_user_gets_russian_text_and_semicolon_csv(harness: Direct) -> None:
     await harness.send("/clients вчера channel=whatsapp", language="ru")
     text = harness.texts()[0]
     assert "10 ноября 2026" in text
@@ -143,7 +77,7 @@ async def test_russian_user_gets_russian_text_and_semicolon_csv(harness: Harness
     assert rows[0][0] == "period_start" and len(rows[0]) == 8
 
 
-async def test_bad_period_gets_one_message_with_examples(harness: Harness) -> None:
+async def test_bad_period_gets_one_message_with_examples(harness: Direct) -> None:
     await harness.send("/clients 2026-02-30")
     assert harness.names() == ["sendMessage"]
     assert harness.texts() == [
@@ -152,7 +86,7 @@ async def test_bad_period_gets_one_message_with_examples(harness: Harness) -> No
     ]
 
 
-async def test_bad_period_is_translated_for_russian_users(harness: Harness) -> None:
+async def test_bad_period_is_translated_for_russian_users(harness: Direct) -> None:
     await harness.send("/clients <b>&", language="ru")
     assert harness.names() == ["sendMessage"]
     (text,) = harness.texts()
@@ -160,26 +94,26 @@ async def test_bad_period_is_translated_for_russian_users(harness: Harness) -> N
     assert "&lt;b&gt;&amp;" in text
 
 
-async def test_unknown_channel_lists_the_known_ones(harness: Harness) -> None:
+async def test_unknown_channel_lists_the_known_ones(harness: Direct) -> None:
     await harness.send("/clients week channel=fax")
     assert harness.texts() == [
         "Unknown channel “fax”. Known channels: email, telegram, vk, whatsapp"
     ]
 
 
-async def test_empty_period_sends_text_and_csv_but_no_charts(harness: Harness) -> None:
+async def test_empty_period_sends_text_and_csv_but_no_charts(harness: Direct) -> None:
     await harness.send("/clients 2026-11-05")
     assert harness.names() == ["sendMessage", "sendDocument"]
     assert "No appeals in this period." in harness.texts()[0]
 
 
-async def test_stranger_gets_their_id_and_nothing_else(harness: Harness) -> None:
+async def test_stranger_gets_their_id_and_nothing_else(harness: Direct) -> None:
     await harness.send("/clients week", user_id=STRANGER)
     assert harness.names() == ["sendMessage"]
     assert "<code>777</code>" in harness.texts()[0]
 
 
-async def test_button_press_answers_and_reruns_with_the_filter(harness: Harness) -> None:
+async def test_button_press_answers_and_reruns_with_the_filter(harness: Direct) -> None:
     await harness.press("rep:yesterday:telegram:")
     assert harness.names() == [
         "answerCallbackQuery",
@@ -190,32 +124,32 @@ async def test_button_press_answers_and_reruns_with_the_filter(harness: Harness)
     assert "Wrote: <b>2</b>" in harness.texts()[0]
 
 
-async def test_forged_button_gets_an_alert(harness: Harness) -> None:
+async def test_forged_button_gets_an_alert(harness: Direct) -> None:
     await harness.press("rep:forever::")
     assert harness.names() == ["answerCallbackQuery"]
     assert harness.session.sent("answerCallbackQuery")[0].show_alert
 
 
-async def test_stranger_button_press_is_refused(harness: Harness) -> None:
+async def test_stranger_button_press_is_refused(harness: Direct) -> None:
     await harness.press("rep:today::", user_id=STRANGER)
     assert harness.names() == ["answerCallbackQuery"]
 
 
-async def test_lang_switches_replies_to_russian(harness: Harness) -> None:
+async def test_lang_switches_replies_to_russian(harness: Direct) -> None:
     await harness.send("/lang ru")
     await harness.send("/help")
     assert harness.texts()[0] == "Язык: русский."
     assert "<b>Команды</b>" in harness.texts()[1]
 
 
-async def test_help_in_english_defines_every_metric(harness: Harness) -> None:
+async def test_help_in_english_defines_every_metric(harness: Direct) -> None:
     await harness.send("/help")
     (text,) = harness.texts()
     for name in ("All clients", "Wrote", "New", "Returning", "Appeals", "Repeat appeals"):
         assert f"{name}:" in text
 
 
-async def test_channels_lists_apps_with_all_time_clients(harness: Harness) -> None:
+async def test_channels_lists_apps_with_all_time_clients(harness: Direct) -> None:
     await harness.send("/channels")
     (text,) = harness.texts()
     assert "<b>whatsapp</b>: 3" in text
@@ -224,7 +158,7 @@ async def test_channels_lists_apps_with_all_time_clients(harness: Harness) -> No
 
 
 async def test_unexpected_error_gets_an_incident_id_and_the_bot_goes_on(
-    harness: Harness, monkeypatch: pytest.MonkeyPatch
+    harness: Direct, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom")
@@ -238,7 +172,7 @@ async def test_unexpected_error_gets_an_incident_id_and_the_bot_goes_on(
     assert len(harness.texts()) == 2
 
 
-async def test_digest_is_added_listed_and_removed(harness: Harness) -> None:
+async def test_digest_is_added_listed_and_removed(harness: Direct) -> None:
     await harness.send("/digest daily 09:00")
     await harness.send('/digest weekly mon 08:30 app="Sales & Partners <VIP>"')
     await harness.send("/digest")
@@ -263,7 +197,7 @@ async def test_digest_is_added_listed_and_removed(harness: Harness) -> None:
     assert after.splitlines()[1].startswith("1. weekly mon 08:30")
 
 
-async def test_bad_digests_are_explained_and_nothing_is_stored(harness: Harness) -> None:
+async def test_bad_digests_are_explained_and_nothing_is_stored(harness: Direct) -> None:
     await harness.send("/digest hourly 09:00")
     await harness.send("/digest daily 25:00")
     await harness.send("/digest daily 09:00 channel=fax")
@@ -277,7 +211,7 @@ async def test_bad_digests_are_explained_and_nothing_is_stored(harness: Harness)
     assert texts[4].startswith("No digests in this chat.")
 
 
-async def test_timezone_changes_the_local_time_of_digests_and_reports(harness: Harness) -> None:
+async def test_timezone_changes_the_local_time_of_digests_and_reports(harness: Direct) -> None:
     await harness.send("/timezone Asia/Yekaterinburg")
     await harness.send("/timezone Mars/Base")
     await harness.send("/digest daily 09:00")
@@ -292,7 +226,7 @@ async def test_timezone_changes_the_local_time_of_digests_and_reports(harness: H
 
 
 async def test_leads_get_reports_but_cannot_manage_digests(
-    harness: Harness, sqlite_engine: AsyncEngine
+    harness: Direct, sqlite_engine: AsyncEngine
 ) -> None:
     lead = 555
     async with session_factory(sqlite_engine)() as session:
@@ -303,3 +237,36 @@ async def test_leads_get_reports_but_cannot_manage_digests(
     texts = harness.texts()
     assert texts[0] == "Only admins can do that."
     assert "Wrote: <b>4</b>" in texts[1]
+
+
+@pytest.mark.parametrize(
+    ("command", "chat_id"),
+    [
+        ("/grant 555", None),
+        ("/revoke 555", None),
+        ("/lang ru", None),
+        ("/timezone Asia/Yekaterinburg", None),
+        ("/digest daily 09:00", None),
+        ("/digest off all", None),
+        ("/enable", GROUP),
+        ("/disable", GROUP),
+    ],
+)
+async def test_a_change_is_confirmed_only_after_its_commit_succeeded(
+    harness: Direct, monkeypatch: pytest.MonkeyPatch, command: str, chat_id: int | None
+) -> None:
+    async def disk_full(self: AsyncSession) -> None:
+        raise OperationalError("COMMIT", None, Exception("disk full"))
+
+    monkeypatch.setattr(AsyncSession, "commit", disk_full)
+    await harness.send(command, chat_id=chat_id)
+    assert harness.texts() == ["Temporary problem with the database: please retry in a minute."]
+    monkeypatch.undo()
+    # Nothing of the change was kept either.
+    await harness.send("/timezone")
+    await harness.send("/digest")
+    assert harness.texts()[1:] == [
+        "Timezone: Europe/Moscow. Local time: 11 Nov, 12:00.",
+        "No digests in this chat. Add one: /digest daily 09:00, /digest weekly mon 09:00 "
+        "or /digest monthly 1 09:00.",
+    ]

@@ -27,15 +27,12 @@ from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
-from aiogram import Bot, Dispatcher
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.app import build_application, build_bot, build_dispatcher, wait_for_telegram
-from bot.config import Settings
 from bot.ingest.demo import load_demo
 from bot.rendering import Renderer
 from bot.storage.engine import create_engine, migrate
@@ -45,21 +42,19 @@ from bot.telegram.outbound import Limits, OutboundLimiter, RateLimitMiddleware, 
 from reports.metrics import build_report
 from reports.model import ReportFilter
 from reports.periods import parse_period
-from tests.datasets import OLD_ROWS, ROWS_IN_AND_AROUND_P, load
+from tests.e2e.fault_support import HANG_FLAG_ENV, SLOW_SECONDS, charts_or_hang, slow_charts
 from tests.fake_telegram import BOT_USERNAME, Call, FakeTelegram
-from tests.fault_support import HANG_FLAG_ENV, SLOW_SECONDS, charts_or_hang, slow_charts
+from tests.support.polling import SENDS, Live, polling
+from tests.support.settings import ADMIN, MSK, NOW, make_settings
 
 TOKEN = "123456:TEST-token"
-ADMIN = 42
-MSK = ZoneInfo("Europe/Moscow")
-NOW = datetime(2026, 11, 11, 12, 0, tzinfo=MSK)
-ROOT = Path(__file__).resolve().parent.parent
+# How long a test waits for one update before it fails instead of hanging.
+SETTLE_TIMEOUT = 60.0
+ROOT = Path(__file__).resolve().parent.parent.parent
 
-SENDS = frozenset({"sendMessage", "sendPhoto", "sendMediaGroup", "sendDocument"})
 REPORT = ["sendMessage", "sendMediaGroup", "sendDocument"]
 YESTERDAY_CSV = "clients_2026-11-10_2026-11-10.csv"
 REPORT_TITLE = "Clients report\nPeriod: 10 Nov 2026 (Europe/Moscow)\n"
-HELP_FIRST_LINE = {"en": "Commands", "ru": "Команды"}
 CHARTS_UNAVAILABLE = (
     "Charts are unavailable right now; the numbers above and the CSV are complete."
 )
@@ -74,91 +69,6 @@ NOT_JSON_502 = "<html><head><title>502 Bad Gateway</title></head><body>nginx</bo
 # -- harness -----------------------------------------------------------------------------------
 
 
-class Live:
-    """A polling application and the fake it talks to, seen as a Telegram user."""
-
-    def __init__(self, tg: FakeTelegram, bot: Bot, dispatcher: Dispatcher) -> None:
-        self.tg, self.bot, self.dispatcher = tg, bot, dispatcher
-
-    def command(self, text: str, *, user_id: int = ADMIN, language_code: str = "en") -> int:
-        """A private-chat message from user_id; returns its update_id."""
-        return self.tg.send_message(
-            text, chat_id=user_id, user_id=user_id, language_code=language_code
-        )
-
-    async def idle(self) -> None:
-        """Wait until every handler the polling loop started has finished."""
-        # aiogram keeps no public handle on its handler tasks (test_e2e.py does the same).
-        while tasks := set(self.dispatcher._handle_update_tasks):
-            await asyncio.gather(*tasks)
-
-    async def settle(self, update_id: int, timeout: float = 60) -> None:  # noqa: ASYNC109
-        """Wait until the bot took the update and every handler it started has finished."""
-        await self.tg.wait_confirmed(update_id, timeout=timeout)
-        # The polling loop starts a handler task before it asks for (and so confirms) more.
-        async with asyncio.timeout(timeout):
-            await self.idle()
-
-    def delivered(self, chat_id: int = ADMIN) -> list[Call]:
-        """Send requests Telegram accepted for this chat, in order."""
-        return [
-            call
-            for call in self.tg.calls()
-            if call.method in SENDS and call.ok and call.params.get("chat_id") == str(chat_id)
-        ]
-
-    def delivered_methods(self, chat_id: int = ADMIN) -> list[str]:
-        return [call.method for call in self.delivered(chat_id)]
-
-    async def assert_serves_help(self, *, user_id: int = ADMIN, lang: str = "en") -> None:
-        """A /help now is answered exactly once."""
-        before = len(self.delivered(user_id))
-        update = self.command("/help", user_id=user_id)
-        await self.settle(update)
-        new = self.delivered(user_id)[before:]
-        assert [call.method for call in new] == ["sendMessage"]
-        assert new[0].result["text"].split("\n")[0] == HELP_FIRST_LINE[lang]
-
-
-def settings_for(
-    tg: FakeTelegram, engine: AsyncEngine, *, admins: tuple[int, ...] = (ADMIN,)
-) -> Settings:
-    return Settings(
-        _env_file=None,
-        bot_token=TOKEN,
-        telegram_api_url=tg.base_url,
-        database_url=engine.url.render_as_string(hide_password=False),
-        admin_ids=",".join(str(admin) for admin in admins),
-        timezone="Europe/Moscow",
-        language="en",
-    )
-
-
-@asynccontextmanager
-async def polling(tg: FakeTelegram, bot: Bot, dispatcher: Dispatcher) -> AsyncIterator[Live]:
-    """Run the real polling loop against the fake until the block ends, then stop it."""
-    task = asyncio.create_task(
-        dispatcher.start_polling(bot, handle_signals=False, polling_timeout=1)
-    )
-    live = Live(tg, bot, dispatcher)
-    try:
-        waiter = asyncio.create_task(tg.wait_polling(timeout=60))
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        if not waiter.done():  # polling ended before it ever polled: show why
-            waiter.cancel()
-            with suppress(asyncio.CancelledError):
-                await waiter
-            task.result()
-            raise AssertionError("polling stopped before its first getUpdates")
-        waiter.result()
-        yield live
-        await live.idle()
-    finally:
-        if not task.done():
-            await dispatcher.stop_polling()
-        await task
-
-
 @asynccontextmanager
 async def production(
     engine: AsyncEngine,
@@ -170,17 +80,13 @@ async def production(
     """`build_application` (production limiter unless given) polling a fresh fake."""
     async with FakeTelegram(token=TOKEN, **fake) as tg:
         app = build_application(
-            settings_for(tg, engine, admins=admins), engine, clock=lambda: NOW, limiter=limiter
+            make_settings(engine, token=TOKEN, api_url=tg.base_url, admin_ids=admins),
+            engine,
+            clock=lambda: NOW,
+            limiter=limiter,
         )
-        async with polling(tg, app.bot, app.dispatcher) as live:
+        async with polling(tg, app.bot, app.dispatcher, timeout=SETTLE_TIMEOUT) as live:
             yield live
-
-
-@pytest.fixture
-async def hand_counted(sqlite_engine: AsyncEngine, tmp_path: Path) -> AsyncEngine:
-    await load(sqlite_engine, tmp_path, ROWS_IN_AND_AROUND_P, "recent")
-    await load(sqlite_engine, tmp_path, OLD_ROWS, "old")
-    return sqlite_engine
 
 
 def assert_one_report(live: Live, *, chat_id: int = ADMIN) -> list[Call]:
@@ -368,7 +274,11 @@ async def test_get_me_failing_for_20_seconds_at_start_up_is_waited_out_then_poll
     async with FakeTelegram(token=TOKEN) as tg:
         clock = VirtualTime(tg, outage=20.0)
         limiter = OutboundLimiter()
-        app = build_application(settings_for(tg, hand_counted), hand_counted, limiter=limiter)
+        app = build_application(
+            make_settings(hand_counted, token=TOKEN, api_url=tg.base_url),
+            hand_counted,
+            limiter=limiter,
+        )
         # The production request middlewares, with the retry's sleep made virtual as well.
         installed = list(app.bot.session.middleware)
         assert [type(m) for m in installed] == [RetryMiddleware, RateLimitMiddleware]
@@ -400,7 +310,7 @@ async def test_get_me_failing_for_20_seconds_at_start_up_is_waited_out_then_poll
         assert all(r.levelno == logging.WARNING for r in caplog.records if r.name == "bot.app")
         assert tg.calls("getUpdates") == []
 
-        async with polling(tg, app.bot, app.dispatcher) as live:
+        async with polling(tg, app.bot, app.dispatcher, timeout=SETTLE_TIMEOUT) as live:
             await live.settle(queued)
             (answer,) = live.delivered()
             assert answer.result["text"].startswith("Commands\n")
@@ -448,11 +358,11 @@ async def test_a_hung_chart_renderer_gives_text_and_csv_with_a_note_then_a_fresh
     monkeypatch.setenv(HANG_FLAG_ENV, str(flag))  # before the pool spawns its worker
     renderer = Renderer(workers=1, timeout=2.0, chart_function=charts_or_hang)
     async with FakeTelegram(token=TOKEN) as tg:
-        settings = settings_for(tg, hand_counted)
+        settings = make_settings(hand_counted, token=TOKEN, api_url=tg.base_url)
         bot = build_bot(settings)
         outbound.install(bot, OutboundLimiter())
         dispatcher = build_dispatcher(settings, hand_counted, clock=lambda: NOW, renderer=renderer)
-        async with polling(tg, bot, dispatcher) as live:
+        async with polling(tg, bot, dispatcher, timeout=SETTLE_TIMEOUT) as live:
             first = live.command("/clients yesterday")
             await live.tg.wait_for("sendDocument", timeout=30)
             await live.settle(first)

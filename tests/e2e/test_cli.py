@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def run_bot(*args: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,9 @@ import bot.ingest.files as importer
 import bot.ingest.merge as merge
 from bot.ingest.files import ImportFileError, import_file
 from bot.ingest.merge import ImportResult
+from reports.i18n import translator
 from reports.schema import appeals, apps, clients
+from tests.datasets import stored_appeals
 
 HEADER = "appeal_id,client_id,channel,app,created_at\n"
 
@@ -55,25 +57,6 @@ async def counts(engine: AsyncEngine) -> tuple[int, int, int]:
             count = select(func.count()).select_from(table)
             result.append((await connection.execute(count)).scalar_one())
     return result[0], result[1], result[2]
-
-
-async def stored_appeals(engine: AsyncEngine) -> list[tuple[str, str, str, str, datetime]]:
-    """(appeal, client, channel, app, created_at) in internal id order."""
-    query = (
-        select(
-            appeals.c.external_id,
-            clients.c.external_id,
-            apps.c.channel,
-            apps.c.name,
-            appeals.c.created_at,
-        )
-        .join(clients, clients.c.id == appeals.c.client_id)
-        .join(apps, apps.c.id == appeals.c.app_id)
-        .order_by(appeals.c.id)
-    )
-    async with engine.connect() as connection:
-        rows = (await connection.execute(query)).all()
-    return [(row[0], row[1], row[2], row[3], row[4]) for row in rows]
 
 
 async def first_appeal(engine: AsyncEngine, client: str) -> tuple[datetime, str]:
@@ -342,6 +325,28 @@ async def test_every_problem_is_collected_and_the_message_lists_the_first_hundre
     assert lines[1:101] == error.problems[:100]
     assert lines[101:] == ["... and 5 more"]
     assert await counts(engine) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("count", "heading"),
+    [
+        (1, "Ничего не импортировано: в файле 1 ошибка."),
+        (3, "Ничего не импортировано: в файле 3 ошибки."),
+        (5, "Ничего не импортировано: в файле 5 ошибок."),
+        (11, "Ничего не импортировано: в файле 11 ошибок."),
+        (21, "Ничего не импортировано: в файле 21 ошибка."),
+    ],
+)
+def test_the_problem_count_takes_the_russian_plural_form(count: int, heading: str) -> None:
+    problems = [f"line {n + 2}: created_at is empty" for n in range(count)]
+    text = ImportFileError.from_problems(problems).localized(translator("ru"))
+    assert text.split("\n") == [heading, *problems]
+
+
+def test_the_hidden_problems_line_is_translated_too() -> None:
+    problems = [f"line {n + 2}: created_at is empty" for n in range(102)]
+    text = ImportFileError.from_problems(problems).localized(translator("ru"))
+    assert text.split("\n")[-1] == "... и ещё 2"
 
 
 async def test_several_problems_of_one_row_are_all_reported(

@@ -1,0 +1,1 @@
+"""Handlers through the real Dispatcher and middlewares, with a recording bot session."""

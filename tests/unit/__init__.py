@@ -1,0 +1,1 @@
+"""Pure and single-module tests: periods, metrics, printers, schema, rules, import, limiter."""
