@@ -24,7 +24,7 @@ from reports.model import ReportFilter
 from reports.periods import parse_period
 from reports.text import render_text
 from tests.datasets import ROWS_IN_AND_AROUND_P, load
-from tests.recording_session import RecordingSession
+from tests.support.recording import RecordingSession
 
 MOSCOW = ZoneInfo("Europe/Moscow")
 NOW = datetime(2026, 11, 11, 12, 0, tzinfo=MOSCOW)

@@ -13,7 +13,7 @@ from bot.app import CommandMenu, build_bot
 from bot.config import load_settings
 from tests.fake_telegram import FakeTelegram
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "123456:TEST-token"
 ADMIN = 42
 
