@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.storage.statistics import analyze_after_write
 from reports.schema import NAME_MAX, UTCDateTime, appeals, apps, clients
 
 BATCH_SIZE = 5_000
@@ -209,4 +210,6 @@ async def merge_staging(connection: AsyncConnection) -> int:
         )
     )
     await connection.execute(text("DROP TABLE import_staging"))
+    # A big import changes the value distribution the planner relies on.
+    await analyze_after_write(connection, new)
     return new
