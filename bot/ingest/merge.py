@@ -16,6 +16,7 @@ from sqlalchemy import (
     Insert,
     Integer,
     MetaData,
+    Select,
     String,
     Table,
     and_,
@@ -29,7 +30,15 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.storage.aggregates import (
+    FirstAppeal,
+    first_appeal_changes,
+    first_appeals,
+    hour_expression,
+    refresh_aggregates,
+)
 from bot.storage.statistics import analyze_after_write
+from reports.aggregates import hour_start, store_ready
 from reports.schema import NAME_MAX, UTCDateTime, appeals, apps, clients
 
 BATCH_SIZE = 5_000
@@ -145,6 +154,12 @@ async def merge_staging(connection: AsyncConnection) -> int:
     if connection.dialect.name == "postgresql":
         # Autovacuum never analyzes temporary tables; without statistics the planner guesses.
         await connection.execute(text("ANALYZE import_staging"))
+    maintain_store = await store_ready(connection)
+    touched_clients = select(clients.c.id).where(
+        clients.c.external_id.in_(select(staging.c.client_id))
+    )
+    # Taken before new clients exist and before first appeals move: the store's old buckets.
+    before = await first_appeals(connection, touched_clients) if maintain_store else {}
 
     new_apps = (
         select(staging.c.channel, staging.c.app)
@@ -209,7 +224,32 @@ async def merge_staging(connection: AsyncConnection) -> int:
             first_appeal_at=func.coalesce(first_at, clients.c.first_appeal_at),
         )
     )
+    if maintain_store:
+        await _refresh_store(connection, before, touched_clients)
     await connection.execute(text("DROP TABLE import_staging"))
     # A big import changes the value distribution the planner relies on.
     await analyze_after_write(connection, new)
     return new
+
+
+async def _refresh_store(
+    connection: AsyncConnection, before: dict[int, FirstAppeal], touched_clients: Select[Any]
+) -> None:
+    """Bring the store's buckets of the merged appeals and moved first appeals up to date."""
+    hour = hour_expression(staging.c.created_at, connection.dialect.name)
+    new_hours = await connection.execute(
+        select(apps.c.id, hour)
+        .select_from(
+            staging.join(
+                apps, and_(apps.c.channel == staging.c.channel, apps.c.name == staging.c.app)
+            )
+        )
+        .distinct()
+    )
+    appeal_hours = {(app_id, hour_start(h)) for app_id, h in new_hours}
+    moved, first_hours = first_appeal_changes(
+        before, await first_appeals(connection, touched_clients)
+    )
+    await refresh_aggregates(
+        connection, appeal_hours=appeal_hours | moved, first_hours=first_hours
+    )

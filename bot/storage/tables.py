@@ -14,6 +14,7 @@ from sqlalchemy import (
 )
 
 from reports.schema import NAME_MAX, UTCDateTime, metadata
+from reports.store_schema import rollup_clients, rollup_first, rollup_state
 
 people = Table(
     "people",
@@ -75,4 +76,13 @@ digest_deliveries = Table(
     UniqueConstraint("subscription_id", "period_key", name="uq_digest_deliveries_subscription_id"),
 )
 
-__all__ = ["chats", "digest_deliveries", "metadata", "people", "subscriptions"]
+__all__ = [
+    "chats",
+    "digest_deliveries",
+    "metadata",
+    "people",
+    "rollup_clients",
+    "rollup_first",
+    "rollup_state",
+    "subscriptions",
+]
