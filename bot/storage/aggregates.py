@@ -426,6 +426,25 @@ async def rebuild_aggregates(
     await connection.execute(insert(rollup_state).values(id=1, version=STORE_VERSION))
 
 
+class StoreSize(NamedTuple):
+    buckets: int
+    bytes: int
+
+
+async def aggregates_size(connection: AsyncConnection) -> StoreSize:
+    """How many buckets the store holds and the bytes of their bitmaps."""
+    buckets = size = 0
+    for table in (rollup_clients, rollup_first):
+        count, total = (
+            await connection.execute(
+                select(func.count(), func.coalesce(func.sum(func.length(table.c.clients)), 0))
+            )
+        ).one()
+        buckets += count
+        size += int(total)
+    return StoreSize(buckets, size)
+
+
 async def ensure_aggregates(connection: AsyncConnection) -> bool:
     """Build the store when it is missing (first start after the upgrade); True if built."""
     if await store_ready(connection):
