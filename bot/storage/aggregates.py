@@ -48,7 +48,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from reports.aggregates import day_of, hour_floor, hour_start, month_of, next_month, store_ready
+from reports.aggregates import (
+    app_not_indexed,
+    day_of,
+    hour_floor,
+    hour_start,
+    month_of,
+    next_month,
+    store_ready,
+)
 from reports.schema import appeals, clients
 from reports.store_schema import (
     DAY,
@@ -277,7 +285,7 @@ async def _hours_from_appeals(
 ) -> None:
     """Hour buckets of these apps within these hour ranges, from appeals and first appeals."""
     hour = hour_expression(appeals.c.created_at, dialect)
-    in_ranges = and_(_in_hours(appeals.c.created_at, ranges), appeals.c.app_id.in_(apps))
+    in_ranges = and_(_in_hours(appeals.c.created_at, ranges), app_not_indexed().in_(apps))
     counts = await connection.execute(
         select(hour, appeals.c.app_id, func.count())
         .where(in_ranges)
@@ -288,7 +296,7 @@ async def _hours_from_appeals(
     firsts = await connection.execute(
         select(first_hour, appeals.c.app_id, func.count())
         .select_from(clients.join(appeals, appeals.c.id == clients.c.first_appeal_id))
-        .where(_in_hours(clients.c.first_appeal_at, ranges), appeals.c.app_id.in_(apps))
+        .where(_in_hours(clients.c.first_appeal_at, ranges), app_not_indexed().in_(apps))
         .group_by(literal_column("hour"), appeals.c.app_id)
     )
     for h, app_id, n in firsts:
