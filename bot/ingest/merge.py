@@ -16,7 +16,6 @@ from sqlalchemy import (
     Insert,
     Integer,
     MetaData,
-    Select,
     String,
     Table,
     and_,
@@ -35,6 +34,7 @@ from bot.storage.aggregates import (
     first_appeal_changes,
     first_appeals,
     hour_expression,
+    lock_aggregates,
     refresh_aggregates,
 )
 from bot.storage.statistics import analyze_after_write
@@ -155,11 +155,17 @@ async def merge_staging(connection: AsyncConnection) -> int:
         # Autovacuum never analyzes temporary tables; without statistics the planner guesses.
         await connection.execute(text("ANALYZE import_staging"))
     maintain_store = await store_ready(connection)
-    touched_clients = select(clients.c.id).where(
-        clients.c.external_id.in_(select(staging.c.client_id))
+    # Only an appeal at or before a client's stored first appeal can move it: note those
+    # clients' first appeals (the store's old buckets) before anything changes.
+    may_move = (
+        select(clients.c.id)
+        .join(staging, staging.c.client_id == clients.c.external_id)
+        .where(staging.c.created_at <= clients.c.first_appeal_at)
     )
-    # Taken before new clients exist and before first appeals move: the store's old buckets.
-    before = await first_appeals(connection, touched_clients) if maintain_store else {}
+    before: dict[int, FirstAppeal] = {}
+    if maintain_store:
+        await lock_aggregates(connection)
+        before = await first_appeals(connection, may_move)
 
     new_apps = (
         select(staging.c.channel, staging.c.app)
@@ -225,16 +231,14 @@ async def merge_staging(connection: AsyncConnection) -> int:
         )
     )
     if maintain_store:
-        await _refresh_store(connection, before, touched_clients)
+        await _refresh_store(connection, before)
     await connection.execute(text("DROP TABLE import_staging"))
     # A big import changes the value distribution the planner relies on.
     await analyze_after_write(connection, new)
     return new
 
 
-async def _refresh_store(
-    connection: AsyncConnection, before: dict[int, FirstAppeal], touched_clients: Select[Any]
-) -> None:
+async def _refresh_store(connection: AsyncConnection, before: dict[int, FirstAppeal]) -> None:
     """Bring the store's buckets of the merged appeals and moved first appeals up to date."""
     hour = hour_expression(staging.c.created_at, connection.dialect.name)
     new_hours = await connection.execute(
@@ -247,9 +251,19 @@ async def _refresh_store(
         .distinct()
     )
     appeal_hours = {(app_id, hour_start(h)) for app_id, h in new_hours}
+    # A first appeal that moved (or a new client's) is now one of the merged appeals.
+    moved_to_new = (
+        select(clients.c.id)
+        .join(appeals, appeals.c.id == clients.c.first_appeal_id)
+        .join(staging, staging.c.appeal_id == appeals.c.external_id)
+    )
     moved, first_hours = first_appeal_changes(
-        before, await first_appeals(connection, touched_clients)
+        before, await first_appeals(connection, moved_to_new)
     )
     await refresh_aggregates(
-        connection, appeal_hours=appeal_hours | moved, first_hours=first_hours
+        # A merge only inserts appeals.
+        connection,
+        appeal_hours=appeal_hours | moved,
+        first_hours=first_hours,
+        inserts_only=True,
     )

@@ -3,7 +3,7 @@
 Contract for every write path into appeals/clients (file import, API, webhooks, demo data),
 all inside the write's own transaction:
 
-1. Before writing, note what will change:
+1. Before writing, `await lock_aggregates(connection)`, then note what will change:
    - `before = await first_appeals(connection, client_ids)` for every client whose appeals are
      inserted, deleted or moved (their first-ever appeal may move earlier or later);
    - `hours = await appeal_hours(connection, appeal_ids)` for appeals that will be deleted or
@@ -101,13 +101,23 @@ def hour_expression(column: Any, dialect: str) -> ColumnElement[int]:
 
 
 def _in_hours(column: Any, ranges: list[tuple[int, int]]) -> ColumnElement[bool]:
-    return or_(
-        *(and_(column >= hour_start(low), column < hour_start(high)) for low, high in ranges)
-    )
+    return _within(column, [(hour_start(low), hour_start(high)) for low, high in ranges])
 
 
 def _bucket_ranges(column: Any, ranges: list[tuple[int, int]]) -> ColumnElement[bool]:
-    return or_(*(and_(column >= low, column < high) for low, high in ranges))
+    return _within(column, ranges)
+
+
+def _within(column: Any, ranges: list[tuple[Any, Any]]) -> ColumnElement[bool]:
+    """column in any of the sorted half-open ranges.
+
+    The enclosing range comes first so that SQLite ranges over the index even where it does
+    not split the OR into one index range per term (it then scanned the whole level).
+    """
+    runs = or_(*(and_(column >= low, column < high) for low, high in ranges))
+    if len(ranges) == 1:
+        return runs
+    return and_(column >= ranges[0][0], column < ranges[-1][1], runs)
 
 
 def _ranges(hours: Iterable[int], gap: int = 1) -> list[tuple[int, int]]:
@@ -181,19 +191,31 @@ async def refresh_aggregates(
     *,
     appeal_hours: set[tuple[int, datetime]],
     first_hours: set[datetime],
+    inserts_only: bool = False,
 ) -> None:
     """Recompute these (app_id, UTC hour) and first-appeal hour buckets and the days and months
-    above them, exactly, from the appeals and clients tables, in the caller's transaction."""
+    above them, exactly, from the appeals and clients tables, in the caller's transaction.
+
+    inserts_only=True promises that since the store was last current appeals were only added
+    (none deleted or moved): a month's client bitmap is then its old one joined with the
+    recomputed days instead of the union of all its days.
+    """
     if not (appeal_hours or first_hours) or not await store_ready(connection):
         return
-    await _lock(connection)
+    await lock_aggregates(connection)
     by_app: dict[int, set[int]] = defaultdict(set)
     for app_id, moment in appeal_hours:
         by_app[app_id].add(hour_floor(moment))
-    await _refresh(connection, by_app, {hour_floor(moment) for moment in first_hours})
+    first = {hour_floor(moment) for moment in first_hours}
+    await _refresh(connection, by_app, first, grow_only=inserts_only)
 
 
-async def _lock(connection: AsyncConnection) -> None:
+async def lock_aggregates(connection: AsyncConnection) -> None:
+    """Serialise store writers until the transaction ends (PostgreSQL; SQLite has one writer).
+
+    Take it before the `first_appeals` snapshot, so no other writer moves a first appeal
+    between the snapshot and the refresh.
+    """
     if connection.dialect.name == "postgresql":
         await connection.execute(text(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})"))
 
@@ -203,6 +225,8 @@ async def _refresh(
     by_app: dict[int, set[int]],
     first_hours: set[int],
     progress: Progress | None = None,
+    *,
+    grow_only: bool = False,
 ) -> None:
     """Recompute in rounds of whole UTC months so memory stays bounded on a big write."""
     rounds: dict[int, tuple[dict[int, set[int]], set[int]]] = defaultdict(
@@ -223,18 +247,21 @@ async def _refresh(
             for app_id, hours in rounds[month][0].items():
                 merged_apps[app_id] |= hours
             merged_firsts |= rounds[month][1]
-        await _refresh_round(connection, merged_apps, merged_firsts)
+        await _refresh_round(connection, merged_apps, merged_firsts, grow_only)
         if progress:
             progress(1, 1)
         return
     for done, month in enumerate(months, 1):
-        await _refresh_round(connection, *rounds[month])
+        await _refresh_round(connection, *rounds[month], grow_only)
         if progress:
             progress(done, len(months))
 
 
 async def _refresh_round(
-    connection: AsyncConnection, by_app: dict[int, set[int]], first_hours: set[int]
+    connection: AsyncConnection,
+    by_app: dict[int, set[int]],
+    first_hours: set[int],
+    grow_only: bool,
 ) -> None:
     dialect = connection.dialect.name
     apps = sorted(by_app)
@@ -247,8 +274,11 @@ async def _refresh_round(
         days = {day_of(h) for low, high in ranges for h in range(low, high)}
         day_ranges = _ranges_of_buckets(days, 24)
         await _derive(connection, rollup_clients, apps, HOUR, DAY, day_ranges, day_of)
-        month_ranges = _month_ranges({month_of(d) for d in days})
-        await _derive(connection, rollup_clients, apps, DAY, MONTH, month_ranges, month_of)
+        if grow_only:
+            await _grow_months(connection, apps, days)
+        else:
+            month_ranges = _month_ranges({month_of(d) for d in days})
+            await _derive(connection, rollup_clients, apps, DAY, MONTH, month_ranges, month_of)
     if first_hours:
         ranges = _ranges(first_hours, _MERGE_GAP_HOURS)
         await _first_hours_from_clients(connection, ranges, dialect)
@@ -400,6 +430,73 @@ async def _derive(
     await connection.execute(insert(table), values)
 
 
+async def _grow_months(connection: AsyncConnection, apps: list[int], days: set[int]) -> None:
+    """Months above these recomputed days after appeals were only added.
+
+    Adding appeals only adds clients, so the old month bitmap joined with the recomputed days
+    holds every client of the month; the counts are summed afresh from all the month's days,
+    since first appeals can move between buckets even when appeals are only added.
+    """
+    groups: dict[tuple[int, int], list[Any]] = {}
+    months = sorted({month_of(day) for day in days})
+    for month in months:
+        sums = await connection.execute(
+            select(
+                rollup_clients.c.app_id,
+                func.sum(rollup_clients.c.appeals),
+                func.sum(rollup_clients.c.firsts),
+            )
+            .where(
+                rollup_clients.c.level == DAY,
+                rollup_clients.c.bucket >= month,
+                rollup_clients.c.bucket < next_month(month),
+                rollup_clients.c.app_id.in_(apps),
+            )
+            .group_by(rollup_clients.c.app_id)
+        )
+        for app_id, appeal_count, firsts in sums:
+            groups[(month, app_id)] = [appeal_count, firsts, []]
+    sources = [
+        (MONTH, _month_ranges(set(months)), lambda bucket: bucket),
+        (DAY, _ranges_of_buckets(days, 24), month_of),
+    ]
+    for level, ranges, parent in sources:
+        rows = await connection.execute(
+            select(
+                rollup_clients.c.bucket, rollup_clients.c.app_id, rollup_clients.c.clients
+            ).where(
+                rollup_clients.c.level == level,
+                _bucket_ranges(rollup_clients.c.bucket, ranges),
+                rollup_clients.c.app_id.in_(apps),
+            )
+        )
+        for bucket, app_id, blob in rows:
+            if (group := groups.get((parent(bucket), app_id))) is not None:
+                group[2].append(BitMap.deserialize(blob))
+    await connection.execute(
+        delete(rollup_clients).where(
+            rollup_clients.c.level == MONTH,
+            _bucket_ranges(rollup_clients.c.bucket, _month_ranges(set(months))),
+            rollup_clients.c.app_id.in_(apps),
+        )
+    )
+    if groups:
+        await connection.execute(
+            insert(rollup_clients),
+            [
+                {
+                    "level": MONTH,
+                    "bucket": month,
+                    "app_id": app_id,
+                    "appeals": appeal_count,
+                    "firsts": firsts,
+                    "clients": _blob(BitMap.union(*bitmaps)),
+                }
+                for (month, app_id), (appeal_count, firsts, bitmaps) in groups.items()
+            ],
+        )
+
+
 async def clear_aggregates(connection: AsyncConnection) -> None:
     """Empty the store but keep it complete: for a writer that deletes every appeal."""
     await connection.execute(delete(rollup_clients))
@@ -410,7 +507,7 @@ async def rebuild_aggregates(
     connection: AsyncConnection, progress: Progress | None = None
 ) -> None:
     """Build the whole store from the appeals and clients tables and mark it complete."""
-    await _lock(connection)
+    await lock_aggregates(connection)
     await connection.execute(delete(rollup_state))
     await clear_aggregates(connection)
     low, high = (
