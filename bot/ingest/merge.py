@@ -16,6 +16,7 @@ from sqlalchemy import (
     Insert,
     Integer,
     MetaData,
+    Select,
     String,
     Table,
     and_,
@@ -155,17 +156,15 @@ async def merge_staging(connection: AsyncConnection) -> int:
         # Autovacuum never analyzes temporary tables; without statistics the planner guesses.
         await connection.execute(text("ANALYZE import_staging"))
     maintain_store = await store_ready(connection)
-    # Only an appeal at or before a client's stored first appeal can move it: note those
-    # clients' first appeals (the store's old buckets) before anything changes.
-    may_move = (
-        select(clients.c.id)
-        .join(staging, staging.c.client_id == clients.c.external_id)
-        .where(staging.c.created_at <= clients.c.first_appeal_at)
+    # Their first appeals (the store's old buckets), before new clients exist and before any
+    # first appeal moves. An IN list, not a join: SQLite then looks each client up by its key.
+    touched_clients = select(clients.c.id).where(
+        clients.c.external_id.in_(select(staging.c.client_id))
     )
     before: dict[int, FirstAppeal] = {}
     if maintain_store:
         await lock_aggregates(connection)
-        before = await first_appeals(connection, may_move)
+        before = await first_appeals(connection, touched_clients)
 
     new_apps = (
         select(staging.c.channel, staging.c.app)
@@ -231,14 +230,16 @@ async def merge_staging(connection: AsyncConnection) -> int:
         )
     )
     if maintain_store:
-        await _refresh_store(connection, before)
+        await _refresh_store(connection, before, touched_clients)
     await connection.execute(text("DROP TABLE import_staging"))
     # A big import changes the value distribution the planner relies on.
     await analyze_after_write(connection, new)
     return new
 
 
-async def _refresh_store(connection: AsyncConnection, before: dict[int, FirstAppeal]) -> None:
+async def _refresh_store(
+    connection: AsyncConnection, before: dict[int, FirstAppeal], touched_clients: Select[Any]
+) -> None:
     """Bring the store's buckets of the merged appeals and moved first appeals up to date."""
     hour = hour_expression(staging.c.created_at, connection.dialect.name)
     new_hours = await connection.execute(
@@ -251,14 +252,8 @@ async def _refresh_store(connection: AsyncConnection, before: dict[int, FirstApp
         .distinct()
     )
     appeal_hours = {(app_id, hour_start(h)) for app_id, h in new_hours}
-    # A first appeal that moved (or a new client's) is now one of the merged appeals.
-    moved_to_new = (
-        select(clients.c.id)
-        .join(appeals, appeals.c.id == clients.c.first_appeal_id)
-        .join(staging, staging.c.appeal_id == appeals.c.external_id)
-    )
     moved, first_hours = first_appeal_changes(
-        before, await first_appeals(connection, moved_to_new)
+        before, await first_appeals(connection, touched_clients)
     )
     await refresh_aggregates(
         # A merge only inserts appeals.
