@@ -235,6 +235,7 @@ async def all_time_clients_from_store(
 
 __all__ = [
     "all_time_clients_from_store",
+    "app_not_indexed",
     "cover",
     "day_of",
     "hour_ceil",

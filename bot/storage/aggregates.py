@@ -12,7 +12,9 @@ all inside the write's own transaction:
 3. Add the (app_id, hour) of the inserted or moved appeals (`appeal_hours` again, after), then
    `changed_appeals, changed_firsts = first_appeal_changes(before, await first_appeals(...))`
    and call `await refresh_aggregates(connection, appeal_hours=hours | changed_appeals |
-   new_hours, first_hours=changed_firsts)`.
+   new_hours, first_hours=changed_firsts)`. Pass `inserts_only=True` only when no appeal was
+   deleted or moved (bot.ingest.merge does): months are then grown instead of re-unioned.
+   A writer that deletes every appeal calls clear_aggregates instead.
 
 refresh_aggregates recomputes the named hour buckets from the appeals and clients tables (so a
 deletion is as exact as an insertion, and naming an hour that did not change is harmless), then
