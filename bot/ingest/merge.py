@@ -134,6 +134,11 @@ def insert_ignoring(connection: AsyncConnection, table: Table) -> Insert:
 
 async def merge_staging(connection: AsyncConnection) -> int:
     """Move staged rows into apps, clients and appeals; return how many appeals were new."""
+    maintain_store = await store_ready(connection)
+    if maintain_store:
+        # Before the duplicates are dropped: then no other writer adds one of the staged
+        # appeals before this one inserts, and what stays staged is exactly what is new.
+        await lock_aggregates(connection)
     # Built after loading: one sort is cheaper than keeping the index up to date per batch.
     await connection.execute(
         text("CREATE INDEX ix_import_staging_appeal ON import_staging (appeal_id, line)")
@@ -155,7 +160,6 @@ async def merge_staging(connection: AsyncConnection) -> int:
     if connection.dialect.name == "postgresql":
         # Autovacuum never analyzes temporary tables; without statistics the planner guesses.
         await connection.execute(text("ANALYZE import_staging"))
-    maintain_store = await store_ready(connection)
     # Their first appeals (the store's old buckets), before new clients exist and before any
     # first appeal moves. An IN list, not a join: SQLite then looks each client up by its key.
     touched_clients = select(clients.c.id).where(
@@ -163,7 +167,6 @@ async def merge_staging(connection: AsyncConnection) -> int:
     )
     before: dict[int, FirstAppeal] = {}
     if maintain_store:
-        await lock_aggregates(connection)
         before = await first_appeals(connection, touched_clients)
 
     new_apps = (
@@ -261,4 +264,7 @@ async def _refresh_store(
         appeal_hours=appeal_hours | moved,
         first_hours=first_hours,
         inserts_only=True,
+        new_appeals=select(appeals.c.id).where(
+            appeals.c.external_id.in_(select(staging.c.appeal_id))
+        ),
     )

@@ -78,6 +78,8 @@ _PG_LOCK_KEY = 0x726F6C6C  # "roll"
 _MERGE_GAP_HOURS = 6
 # Recompute at most about this many hours per round, so a rebuild holds a month in memory.
 _ROUND_HOURS = 24 * 31
+# Up to this many touched (app, hour) buckets an insert-only write adds its appeals to them.
+_GROW_MAX_HOURS = 2_000
 
 Progress = Callable[[int, int], None]
 
@@ -194,13 +196,16 @@ async def refresh_aggregates(
     appeal_hours: set[tuple[int, datetime]],
     first_hours: set[datetime],
     inserts_only: bool = False,
+    new_appeals: Select[Any] | None = None,
 ) -> None:
     """Recompute these (app_id, UTC hour) and first-appeal hour buckets and the days and months
     above them, exactly, from the appeals and clients tables, in the caller's transaction.
 
     inserts_only=True promises that since the store was last current appeals were only added
     (none deleted or moved): a month's client bitmap is then its old one joined with the
-    recomputed days instead of the union of all its days.
+    recomputed days instead of the union of all its days. With it, new_appeals (a select of
+    the ids of exactly the appeals this write inserted, all inside appeal_hours) lets a small
+    write add them to the hour buckets instead of re-reading those hours' appeals.
     """
     if not (appeal_hours or first_hours) or not await store_ready(connection):
         return
@@ -209,6 +214,9 @@ async def refresh_aggregates(
     for app_id, moment in appeal_hours:
         by_app[app_id].add(hour_floor(moment))
     first = {hour_floor(moment) for moment in first_hours}
+    if inserts_only and new_appeals is not None and len(appeal_hours) <= _GROW_MAX_HOURS:
+        await _refresh_round(connection, by_app, first, True, new_appeals)
+        return
     await _refresh(connection, by_app, first, grow_only=inserts_only)
 
 
@@ -264,15 +272,20 @@ async def _refresh_round(
     by_app: dict[int, set[int]],
     first_hours: set[int],
     grow_only: bool,
+    new_appeals: Select[Any] | None = None,
 ) -> None:
     dialect = connection.dialect.name
     apps = sorted(by_app)
     hours = set().union(*by_app.values()) if by_app else set()
     if apps:
-        # Every hour inside the merged ranges is recomputed for these apps, touched or not:
-        # recomputing from the source is exact either way.
-        ranges = _ranges(hours, _MERGE_GAP_HOURS)
-        await _hours_from_appeals(connection, apps, ranges, dialect)
+        if new_appeals is not None:
+            ranges = _ranges(hours)
+            await _hours_grown(connection, apps, ranges, new_appeals, dialect)
+        else:
+            # Every hour inside the merged ranges is recomputed for these apps, touched or
+            # not: recomputing from the source is exact either way.
+            ranges = _ranges(hours, _MERGE_GAP_HOURS)
+            await _hours_from_appeals(connection, apps, ranges, dialect)
         days = {day_of(h) for low, high in ranges for h in range(low, high)}
         day_ranges = _ranges_of_buckets(days, 24)
         await _derive(connection, rollup_clients, apps, HOUR, DAY, day_ranges, day_of)
@@ -360,6 +373,82 @@ async def _hours_from_appeals(
                 for (h, app_id), (n, f, ids) in rows.items()
             ],
         )
+
+
+async def _hours_grown(
+    connection: AsyncConnection,
+    apps: list[int],
+    ranges: list[tuple[int, int]],
+    new_appeals: Select[Any],
+    dialect: str,
+) -> None:
+    """Hour buckets of these apps and hours after the new appeals were only added to them.
+
+    Clients and appeal counts grow by the new appeals alone; the first-appeal counts are
+    recounted from the clients' first appeals in these hours (a first appeal can move out).
+    """
+    hour = hour_expression(appeals.c.created_at, dialect)
+    rows: dict[tuple[int, int], list[Any]] = {}
+    for bucket, app_id, appeal_count, blob in await connection.execute(
+        select(
+            rollup_clients.c.bucket,
+            rollup_clients.c.app_id,
+            rollup_clients.c.appeals,
+            rollup_clients.c.clients,
+        ).where(
+            rollup_clients.c.level == HOUR,
+            _bucket_ranges(rollup_clients.c.bucket, ranges),
+            rollup_clients.c.app_id.in_(apps),
+        )
+    ):
+        rows[(bucket, app_id)] = [appeal_count, 0, [BitMap.deserialize(blob)]]
+    is_new = appeals.c.id.in_(new_appeals)
+    counts = await connection.execute(
+        select(hour, appeals.c.app_id, func.count())
+        .where(is_new)
+        .group_by(literal_column("hour"), appeals.c.app_id)
+    )
+    for h, app_id, n in counts:
+        rows.setdefault((h, app_id), [0, 0, []])[0] += n
+    new_clients: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for h, app_id, client_id in await connection.execute(
+        select(hour, appeals.c.app_id, appeals.c.client_id).where(is_new)
+    ):
+        new_clients[(h, app_id)].append(client_id)
+    for key, ids in new_clients.items():
+        rows[key][2].append(BitMap(ids))
+    first_hour = hour_expression(clients.c.first_appeal_at, dialect)
+    firsts = await connection.execute(
+        select(first_hour, appeals.c.app_id, func.count())
+        .select_from(clients.join(appeals, appeals.c.id == clients.c.first_appeal_id))
+        .where(_in_hours(clients.c.first_appeal_at, ranges), app_not_indexed().in_(apps))
+        .group_by(literal_column("hour"), appeals.c.app_id)
+    )
+    for h, app_id, n in firsts:
+        rows.setdefault((h, app_id), [0, 0, []])[1] = n
+    await connection.execute(
+        delete(rollup_clients).where(
+            rollup_clients.c.level == HOUR,
+            _bucket_ranges(rollup_clients.c.bucket, ranges),
+            rollup_clients.c.app_id.in_(apps),
+        )
+    )
+    # Only hours inside the ranges and apps asked for are written back (the new appeals all
+    # lie in them by the contract).
+    values = [
+        {
+            "level": HOUR,
+            "bucket": h,
+            "app_id": app_id,
+            "appeals": n,
+            "firsts": f,
+            "clients": _blob(BitMap.union(*bitmaps) if len(bitmaps) > 1 else bitmaps[0]),
+        }
+        for (h, app_id), (n, f, bitmaps) in rows.items()
+        if n and app_id in apps and any(low <= h < high for low, high in ranges)
+    ]
+    if values:
+        await connection.execute(insert(rollup_clients), values)
 
 
 async def _first_hours_from_clients(
