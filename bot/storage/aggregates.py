@@ -13,7 +13,9 @@ all inside the write's own transaction:
    `changed_appeals, changed_firsts = first_appeal_changes(before, await first_appeals(...))`
    and call `await refresh_aggregates(connection, appeal_hours=hours | changed_appeals |
    new_hours, first_hours=changed_firsts)`. Pass `inserts_only=True` only when no appeal was
-   deleted or moved (bot.ingest.merge does): months are then grown instead of re-unioned.
+   deleted or moved (bot.ingest.merge does): months are then grown instead of re-unioned,
+   and with `new_appeals=<select of exactly the inserted appeal ids>` a small write adds its
+   appeals to the hour buckets instead of re-reading those hours.
    A writer that deletes every appeal calls clear_aggregates instead.
 
 refresh_aggregates recomputes the named hour buckets from the appeals and clients tables (so a
