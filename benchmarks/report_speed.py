@@ -1,13 +1,19 @@
-"""Benchmark: import N generated appeals, time reports on SQLite and DuckDB over the same rows.
+"""Benchmark: plain SQL, the pre-aggregated store and DuckDB on the same generated appeals.
 
 Run: .venv/bin/python benchmarks/report_speed.py [--rows 1000000] [--database-url URL]
 DuckDB is a benchmark-only extra (`pip install -e '.[bench]'`, done by `make bench`).
+
+Each time is the whole report (the period, its previous period and all-time clients), the
+median of --repeats runs (plain SQL: one run, it is the reference); every row checks that the
+three give the same numbers. Then 1,000 new appeals are applied live through the write path,
+the store is checked again, and its size is printed.
 """
 
 import argparse
 import asyncio
 import csv
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -17,14 +23,20 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import bot.ingest.merge as merge  # noqa: E402
 from bot.ingest.files import import_file  # noqa: E402
-from bot.storage.engine import create_engine, migrate  # noqa: E402
-from reports.metrics import build_report  # noqa: E402
-from reports.model import Period, Report, ReportFilter  # noqa: E402
+from bot.ingest.merge import AppealRow, store_appeals  # noqa: E402
+from bot.storage.aggregates import aggregates_size  # noqa: E402
+from bot.storage.engine import create_engine, migrate, write_transaction  # noqa: E402
+from reports.metrics import build_report_from_store, build_report_sql  # noqa: E402
+from reports.model import Period, PeriodPair, Report, ReportFilter  # noqa: E402
 from reports.periods import parse_period  # noqa: E402
 
-PERIODS = ["today", "week", "month", "quarter", "year"]
-ZONE = ZoneInfo("Europe/Moscow")
+PERIODS = ["today", "week", "month", "quarter", "year", "2-year range"]
+ZONE = ZoneInfo("Asia/Kolkata")
+CHANNEL = "whatsapp"
+DAYS = 730
+LIVE_APPEALS = 1_000
 APPS = [
     ("whatsapp", "Sales", 22),
     ("whatsapp", "Support", 18),
@@ -38,11 +50,11 @@ APPS = [
 ]
 
 
-def generate_csv(path: Path, rows: int, now: datetime, seed: int = 1) -> None:
-    """N appeals over the 365 days before now from N/6 clients; repeat writers are common."""
+def generate_csv(path: Path, rows: int, now: datetime, seed: int = 1, days: int = 365) -> None:
+    """N appeals over the `days` days before now from N/6 clients; repeat writers are common."""
     rng = random.Random(seed)
     clients = max(rows // 6, 1)
-    span = int(timedelta(days=365).total_seconds())
+    span = int(timedelta(days=days).total_seconds())
     weights = [weight for *_, weight in APPS]
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -61,15 +73,15 @@ SELECT count(*),
        count(DISTINCT CASE WHEN f.first_at >= $s AND f.first_at < $e THEN a.client_id END),
        coalesce(sum(CASE WHEN a.rn = f.first_rn THEN 0 ELSE 1 END), 0)
 FROM appeals a JOIN firsts f USING (client_id)
-WHERE a.created_at >= $s AND a.created_at < $e
+WHERE a.created_at >= $s AND a.created_at < $e AND {where}
 """
 DUCK_CHANNELS_SQL = """
 SELECT channel, count(DISTINCT client_id) FROM appeals
-WHERE created_at >= $s AND created_at < $e GROUP BY channel
+WHERE created_at >= $s AND created_at < $e AND {where} GROUP BY channel
 """
 DUCK_APPS_SQL = """
 SELECT channel, app, count(DISTINCT client_id) FROM appeals
-WHERE created_at >= $s AND created_at < $e GROUP BY channel, app
+WHERE created_at >= $s AND created_at < $e AND {where} GROUP BY channel, app
 """
 
 
@@ -90,13 +102,44 @@ def duck_load(csv_path: Path):  # noqa: ANN201 - duckdb is an optional import
     return con
 
 
-def duck_report(con, current: Period, previous: Period) -> tuple:  # noqa: ANN001
-    results = [con.execute("SELECT count(DISTINCT client_id) FROM appeals").fetchone()[0]]
+def duck_append(con, rows: list[AppealRow]) -> None:  # noqa: ANN001
+    """The live batch in DuckDB too, so the rows stay the same for the check after it."""
+    con.execute(
+        "CREATE TEMP TABLE live (client_id TEXT, channel TEXT, app TEXT, created_at TIMESTAMPTZ)"
+    )
+    con.executemany(
+        "INSERT INTO live VALUES (?, ?, ?, ?)",
+        [(r.client_id, r.channel, r.app, r.created_at) for r in rows],
+    )
+    con.execute(
+        "INSERT INTO appeals SELECT (SELECT max(rn) FROM appeals) + row_number() OVER (), "
+        "client_id, channel, app, created_at FROM live"
+    )
+    con.execute("DROP TABLE live")
+    con.execute(
+        "CREATE OR REPLACE TABLE firsts AS SELECT client_id, min(created_at) AS first_at, "
+        "arg_min(rn, (created_at, rn)) AS first_rn FROM appeals GROUP BY client_id"
+    )
+
+
+def duck_report(con, current: Period, previous: Period, channel: str | None) -> tuple:  # noqa: ANN001
+    where = "channel = $ch" if channel else "true"
+    extra = {"ch": channel} if channel else {}
+    results = [
+        con.execute(
+            f"SELECT count(DISTINCT client_id) FROM appeals WHERE {where}", extra
+        ).fetchone()[0]
+    ]
     for period in (current, previous):
-        params = {"s": period.start.astimezone(UTC), "e": period.end.astimezone(UTC)}
-        totals = con.execute(DUCK_PERIOD_SQL, params).fetchone()
-        channels = dict(con.execute(DUCK_CHANNELS_SQL, params).fetchall())
-        apps = {(c, a): n for c, a, n in con.execute(DUCK_APPS_SQL, params).fetchall()}
+        params = {"s": period.start.astimezone(UTC), "e": period.end.astimezone(UTC), **extra}
+        totals = con.execute(
+            DUCK_PERIOD_SQL.format(where=where.replace("channel", "a.channel")), params
+        ).fetchone()
+        channels = dict(con.execute(DUCK_CHANNELS_SQL.format(where=where), params).fetchall())
+        apps = {
+            (c, a): n
+            for c, a, n in con.execute(DUCK_APPS_SQL.format(where=where), params).fetchall()
+        }
         results.append((tuple(int(x) for x in totals), channels, apps))
     return tuple(results)
 
@@ -115,48 +158,122 @@ def same_numbers(report: Report, duck: tuple) -> bool:
     return (report.all_clients, ours(report.current), ours(report.previous)) == duck
 
 
+def periods(text: str, now: datetime) -> PeriodPair:
+    if text == "2-year range":
+        today = now.astimezone(ZONE).date()
+        first = today.replace(year=today.year - 2) + timedelta(days=1)
+        return parse_period(f"{first.isoformat()}..{today.isoformat()}", now=now, tz=ZONE)
+    return parse_period(text, now=now, tz=ZONE)
+
+
+def live_rows(rows: int, now: datetime, seed: int = 2) -> list[AppealRow]:
+    """New appeals: the last hour's, one in ten from a new client, one in twenty late by days."""
+    rng = random.Random(seed)
+    clients = max(rows // 6, 1)
+    batch = []
+    for number in range(LIVE_APPEALS):
+        channel, app, _ = rng.choices(APPS, [w for *_, w in APPS])[0]
+        client = int(clients * rng.random() ** 2) if rng.random() < 0.9 else clients + number
+        back = timedelta(days=rng.randrange(1, 4)) if rng.random() < 0.05 else timedelta()
+        created = now - back - timedelta(seconds=rng.randrange(3600))
+        batch.append(AppealRow(f"live{number}", f"c{client}", channel, app, created))
+    return batch
+
+
+def file_size(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.glob("bench.db*"))
+
+
+async def timed(function, *args):  # noqa: ANN001, ANN201
+    started = time.perf_counter()
+    result = await function(*args)
+    return time.perf_counter() - started, result
+
+
+async def compare_all(engine, duck, now: datetime, repeats: int, heading: bool) -> bool:  # noqa: ANN001
+    all_same = True
+    if heading:
+        print(
+            "\n| period | filter | appeals in period | plain SQL ms | store ms | DuckDB ms "
+            "| store/DuckDB | same |"
+        )
+        print("|---|---|---:|---:|---:|---:|---:|---|")
+    for text in PERIODS:
+        pair = periods(text, now)
+        for channel in (None, CHANNEL):
+            flt = ReportFilter(channel=channel)
+            async with engine.connect() as connection:
+                sql_s, sql = await timed(build_report_sql, connection, pair, flt)
+                store_runs = []
+                for _ in range(repeats):
+                    took, store = await timed(build_report_from_store, connection, pair, flt)
+                    store_runs.append(took)
+            duck_runs = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                duck_result = duck_report(duck, pair.current, pair.previous, channel)
+                duck_runs.append(time.perf_counter() - started)
+            store_s, duck_s = statistics.median(store_runs), statistics.median(duck_runs)
+            same = store == sql and same_numbers(store, duck_result)
+            all_same &= same
+            print(
+                f"| {text} | {channel or '-'} | {store.current.appeals:,} | {sql_s * 1000:,.0f} "
+                f"| {store_s * 1000:.1f} | {duck_s * 1000:.1f} | {store_s / duck_s:.2f}x "
+                f"| {'yes' if same else 'NO'} |"
+            )
+    return all_same
+
+
 async def run(rows: int, database_url: str | None, repeats: int) -> None:
     now = datetime.now(UTC)
     with tempfile.TemporaryDirectory() as tmp:
         csv_path = Path(tmp) / "appeals.csv"
         started = time.perf_counter()
-        generate_csv(csv_path, rows, now)
-        print(f"generated {rows:,} appeals in {time.perf_counter() - started:.1f} s")
-        url = database_url or f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
+        generate_csv(csv_path, rows, now, days=DAYS)
+        print(
+            f"generated {rows:,} appeals over {DAYS} days in {time.perf_counter() - started:.1f} s"
+        )
+        db_path = Path(tmp) / "bench.db"
+        url = database_url or f"sqlite+aiosqlite:///{db_path}"
         engine = create_engine(url)
         await migrate(engine)
         started = time.perf_counter()
         result = await import_file(engine, csv_path)
         import_s = time.perf_counter() - started
         print(
-            f"import: {result.new:,} new rows in {import_s:.1f} s "
-            f"({result.new / import_s:,.0f} rows/s) into {engine.dialect.name}"
+            f"import (store kept current): {result.new:,} new rows in {import_s:.1f} s "
+            f"({result.new / import_s:,.0f} rows/s) into {engine.dialect.name}; zone {ZONE.key}"
         )
-
         started = time.perf_counter()
         duck = duck_load(csv_path)
         print(f"duckdb load: {time.perf_counter() - started:.1f} s")
+        same = await compare_all(engine, duck, now, repeats, heading=True)
 
+        live = live_rows(rows, now)
+        store_parts: list[float] = []
+        refresh = merge._refresh_store
+
+        async def timed_refresh(*args):  # noqa: ANN002, ANN202
+            took, _ = await timed(refresh, *args)
+            store_parts.append(took)
+
+        merge._refresh_store = timed_refresh
+        async with write_transaction(engine) as connection:
+            live_s, _ = await timed(store_appeals, connection, live)
+        merge._refresh_store = refresh
+        duck_append(duck, live)
         print(
-            f"\n| period | appeals in period | {engine.dialect.name} s | duckdb s | ratio | same |"
+            f"\n{LIVE_APPEALS:,} live appeals applied in one transaction: {live_s * 1000:.0f} ms, "
+            f"of which keeping the store current {store_parts[0] * 1000:.0f} ms"
         )
-        print("|---|---:|---:|---:|---:|---|")
-        for text in PERIODS:
-            pair = parse_period(text, now=now, tz=ZONE)
-            ours_s, duck_s = [], []
-            for _ in range(repeats):
-                started = time.perf_counter()
-                async with engine.connect() as connection:
-                    report = await build_report(connection, pair, ReportFilter())
-                ours_s.append(time.perf_counter() - started)
-                started = time.perf_counter()
-                duck_result = duck_report(duck, pair.current, pair.previous)
-                duck_s.append(time.perf_counter() - started)
-            best_ours, best_duck = min(ours_s), min(duck_s)
-            print(
-                f"| {text} | {report.current.appeals:,} | {best_ours:.3f} | {best_duck:.3f} | "
-                f"{best_ours / best_duck:.1f}x | {same_numbers(report, duck_result)} |"
-            )
+        print("after the live batch:")
+        same &= await compare_all(engine, duck, now, 1, heading=True)
+        async with engine.connect() as connection:
+            size = await aggregates_size(connection)
+        db_size = 0 if database_url else file_size(Path(tmp))
+        shown = f" of a {db_size / 1e6:,.0f} MB database file" if db_size else ""
+        print(f"store size: {size.buckets:,} buckets, {size.bytes / 1e6:.1f} MB of bitmaps{shown}")
+        print("every number equal: " + ("yes" if same else "NO"))
         await engine.dispose()
 
 
@@ -164,7 +281,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--database-url", help="default: a fresh SQLite file")
-    parser.add_argument("--repeats", type=int, default=3, help="best of N per period")
+    parser.add_argument("--repeats", type=int, default=5, help="median of N per period")
     args = parser.parse_args()
     asyncio.run(run(args.rows, args.database_url, args.repeats))
 

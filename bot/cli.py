@@ -1,13 +1,17 @@
-"""Command line of `python -m bot`: run the bot, migrate, import, sync, demo data and reports."""
+"""Command line of `python -m bot`: run the bot, migrate, import, sync, demo data, reports, the
+metric store."""
 
 import argparse
 import asyncio
 import logging
 import os
+import random
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime
+from datetime import time as day_time
 from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -20,8 +24,11 @@ from bot.ingest.demo import load_demo
 from bot.ingest.files import import_file
 from bot.ingest.status import newest_data
 from bot.logs import setup_logging
-from bot.storage.engine import create_engine, migrate
+from bot.storage.aggregates import aggregates_size, rebuild_aggregates
+from bot.storage.engine import create_engine, migrate, write_transaction
+from bot.storage.store_check import check_store
 from bot.web.server import LABEL_PATTERN as _LABEL
+from reports.aggregates import store_ready
 from reports.bundle import render_bundle
 from reports.errors import ReportError
 from reports.i18n import translator
@@ -64,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--app")
     report.add_argument("--tz", help="IANA timezone, default TIMEZONE")
     report.add_argument("--out", type=Path, help="write channels.png, apps.png, clients.csv")
+    commands.add_parser(
+        "rebuild-aggregates", help="rebuild the pre-aggregated metric store from the appeals"
+    )
+    check = commands.add_parser(
+        "check", help="compare the metric store with plain SQL for random periods"
+    )
+    check.add_argument("--samples", type=int, default=200, help="random reports to compare")
+    check.add_argument("--seed", type=int, default=None, help="repeat a given run")
     return parser
 
 
@@ -126,6 +141,10 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             await print_report(engine, settings, args)
         elif command == "sync":
             await run_sync(engine, settings, args)
+        elif command == "rebuild-aggregates":
+            await rebuild_store(engine)
+        elif command == "check":
+            return await check(engine, args)
         return 0
     except SQLAlchemyError as exc:
         first_line = str(getattr(exc, "orig", None) or exc).splitlines()[0]
@@ -144,7 +163,7 @@ def _day(text: str) -> date:
 async def run_sync(engine: AsyncEngine, settings: Settings, args: argparse.Namespace) -> None:
     if not _LABEL.fullmatch(args.label):
         raise CliError("--label may hold only letters, digits, '-' and '_' (at most 64)")
-    since = datetime.combine(args.since, time(), tzinfo=settings.zone)
+    since = datetime.combine(args.since, day_time(), tzinfo=settings.zone)
     bar = TextProgress()
     try:
         result = await sync_chatwoot(settings, engine, since=since, label=args.label, progress=bar)
@@ -179,6 +198,54 @@ async def print_report(engine: AsyncEngine, settings: Settings, args: argparse.N
         args.out.mkdir(parents=True, exist_ok=True)
         written = bundle.write_to(args.out)
         print("written: " + ", ".join(str(path) for path in written))
+
+
+def _progress(label: str) -> Callable[[int, int], None]:
+    """A progress line redrawn in place on a terminal; in a log, a line per tenth."""
+    interactive = sys.stdout.isatty()
+    shown = -1
+
+    def show(done: int, total: int) -> None:
+        nonlocal shown
+        percent = done * 100 // max(total, 1)
+        line = f"{label}: {done}/{total} ({percent}%)"
+        if interactive:
+            print(f"\r{line}", end="\n" if done == total else "", flush=True)
+        elif percent // 10 != shown or done == total:
+            shown = percent // 10
+            print(line, flush=True)
+
+    return show
+
+
+async def rebuild_store(engine: AsyncEngine) -> None:
+    started = time.perf_counter()
+    async with write_transaction(engine) as connection:
+        await rebuild_aggregates(connection, _progress("rebuilding the metric store"))
+        size = await aggregates_size(connection)
+    print(
+        f"metric store rebuilt: {size.buckets:,} buckets, {size.bytes / 1e6:.1f} MB of bitmaps "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
+
+
+async def check(engine: AsyncEngine, args: argparse.Namespace) -> int:
+    if args.samples < 1:
+        raise CliError("--samples must be at least 1")
+    seed = args.seed if args.seed is not None else random.randrange(1_000_000)
+    async with engine.connect() as connection:
+        if not await store_ready(connection):
+            raise CliError("the metric store is not built: run python -m bot rebuild-aggregates")
+        result = await check_store(
+            connection, samples=args.samples, seed=seed, progress=_progress("comparing")
+        )
+    for difference in result.differences:
+        print(f"difference: {difference}")
+    print(
+        f"checked {result.comparisons} reports (seed {seed}): "
+        f"{len(result.differences)} differences"
+    )
+    return 1 if result.differences else 0
 
 
 async def run_bot(settings: Settings, engine: AsyncEngine) -> int:

@@ -17,8 +17,8 @@ def help_text() -> str:
         [
             _("<b>Commands</b>"),
             _(
-                '/clients [period] [channel=NAME] [app="NAME"]: client report with charts (channels, '
-                "apps, trend) and a CSV file"
+                '/clients [period] [channel=NAME] [app="NAME"]: client report with charts '
+                "(channels, apps, trend) and a CSV file"
             ),
             _("/channels: channels and apps with all-time client counts"),
             _("/lang ru|en: language of replies"),

@@ -1,4 +1,8 @@
-"""The metric queries of DESIGN.md §4: SQL aggregation over the appeals index, no Python loops."""
+"""The metric queries of DESIGN.md §4: SQL aggregation over the appeals index, no Python loops.
+
+This plain SQL is the reference; build_report answers from the pre-aggregated store when it is
+complete (reports.aggregates), and tests compare the two.
+"""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -7,6 +11,11 @@ from datetime import UTC
 from sqlalchemy import ColumnElement, and_, case, distinct, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from reports.aggregates import (
+    all_time_clients_from_store,
+    period_metrics_from_store,
+    store_ready,
+)
 from reports.errors import FilterError
 from reports.model import AppKey, Metrics, Period, PeriodPair, Report, ReportFilter
 from reports.schema import appeals, apps, clients
@@ -159,14 +168,46 @@ async def all_time_clients(connection: AsyncConnection, app_ids: Sequence[int] |
 async def build_report(
     connection: AsyncConnection, periods: PeriodPair, flt: ReportFilter
 ) -> Report:
-    """The full report for a period and its previous period; FilterError for unknown names."""
+    """The full report for a period and its previous period; FilterError for unknown names.
+
+    Answered from the pre-aggregated store (reports.aggregates) when it is complete, else by
+    the plain SQL of build_report_sql; both give the same numbers.
+    """
+    return await _build(connection, periods, flt, use_store=await store_ready(connection))
+
+
+async def build_report_sql(
+    connection: AsyncConnection, periods: PeriodPair, flt: ReportFilter
+) -> Report:
+    """The report by the plain SQL of this module: the reference the store is checked against."""
+    return await _build(connection, periods, flt, use_store=False)
+
+
+async def build_report_from_store(
+    connection: AsyncConnection, periods: PeriodPair, flt: ReportFilter
+) -> Report:
+    """The report from the store alone (the caller knows it is complete)."""
+    return await _build(connection, periods, flt, use_store=True)
+
+
+async def _build(
+    connection: AsyncConnection, periods: PeriodPair, flt: ReportFilter, *, use_store: bool
+) -> Report:
     catalog = await load_catalog(connection)
     app_ids = catalog.resolve(flt)
+    if use_store:
+        all_clients = await all_time_clients_from_store(connection, app_ids)
+        current = await period_metrics_from_store(connection, periods.current, app_ids, catalog)
+        previous = await period_metrics_from_store(connection, periods.previous, app_ids, catalog)
+    else:
+        all_clients = await all_time_clients(connection, app_ids)
+        current = await period_metrics(connection, periods.current, app_ids, catalog)
+        previous = await period_metrics(connection, periods.previous, app_ids, catalog)
     return Report(
         period=periods.current,
         previous_period=periods.previous,
         filter=flt,
-        all_clients=await all_time_clients(connection, app_ids),
-        current=await period_metrics(connection, periods.current, app_ids, catalog),
-        previous=await period_metrics(connection, periods.previous, app_ids, catalog),
+        all_clients=all_clients,
+        current=current,
+        previous=previous,
     )

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.errors import N_, AppError
 from bot.ingest.merge import AppealRow, store_appeals
+from bot.storage.aggregates import clear_aggregates
 from reports.schema import appeals, apps, clients
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ async def load_demo(
             # Appeals first: they reference clients and apps.
             for table in (appeals, clients, apps):
                 await connection.execute(delete(table))
+            # Every appeal is gone, so every bucket of the store is too.
+            await clear_aggregates(connection)
         else:
             await _refuse_unless_empty(connection)
         result = await store_appeals(connection, rows)

@@ -19,8 +19,16 @@ from sqlalchemy import delete, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.ingest.merge import AppealRow, recompute_first_appeals, store_appeals
+from bot.storage.aggregates import (
+    appeal_hours,
+    first_appeal_changes,
+    first_appeals,
+    lock_aggregates,
+    refresh_aggregates,
+)
 from bot.storage.engine import dialect_insert
 from bot.storage.tables import desk_apps, desk_events
+from reports.aggregates import store_ready
 from reports.schema import NAME_MAX, appeals, apps, clients
 
 Kind = Literal["open", "client", "close"]
@@ -171,12 +179,23 @@ async def rederive_conversations(
         if gone:
             moved_clients |= {row.client_id for row in stored.values()}
             moved_clients |= {row.client_id for row in added}
+    affected = sorted(moved_clients)
+    client_keys = select(clients.c.id).where(clients.c.external_id.in_(affected))
+    # The metric store is kept exact through its maintenance contract (bot/storage/
+    # aggregates.py): the hours of the appeals replaced and the first appeals that move.
+    maintain_store = bool(stale) and await store_ready(connection)
+    if maintain_store:
+        await lock_aggregates(connection)
+        before = await first_appeals(connection, client_keys)
+        hours = await appeal_hours(
+            connection, select(appeals.c.id).where(appeals.c.external_id.in_(stale))
+        )
     if stale:
         await connection.execute(delete(appeals).where(appeals.c.external_id.in_(stale)))
     if fresh:
+        # The one write path: it keeps the store current for what it inserts.
         await store_appeals(connection, fresh)
-    if moved_clients:
-        affected = sorted(moved_clients)
+    if affected:
         await recompute_first_appeals(connection, affected)
         # A client left without any appeal must not count as new in the period it started.
         await connection.execute(
@@ -185,6 +204,11 @@ async def rederive_conversations(
                 ~exists().where(appeals.c.client_id == clients.c.id),
             )
         )
+    if maintain_store:
+        moved, first_hours = first_appeal_changes(
+            before, await first_appeals(connection, client_keys)
+        )
+        await refresh_aggregates(connection, appeal_hours=hours | moved, first_hours=first_hours)
 
 
 async def rederive_conversation(

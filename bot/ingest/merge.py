@@ -16,6 +16,7 @@ from sqlalchemy import (
     Insert,
     Integer,
     MetaData,
+    Select,
     String,
     Table,
     and_,
@@ -29,6 +30,16 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.storage.aggregates import (
+    FirstAppeal,
+    first_appeal_changes,
+    first_appeals,
+    hour_expression,
+    lock_aggregates,
+    refresh_aggregates,
+)
+from bot.storage.statistics import analyze_after_write
+from reports.aggregates import hour_start, store_ready
 from reports.schema import NAME_MAX, UTCDateTime, appeals, apps, clients
 
 BATCH_SIZE = 5_000
@@ -123,6 +134,11 @@ def insert_ignoring(connection: AsyncConnection, table: Table) -> Insert:
 
 async def merge_staging(connection: AsyncConnection) -> int:
     """Move staged rows into apps, clients and appeals; return how many appeals were new."""
+    maintain_store = await store_ready(connection)
+    if maintain_store:
+        # Before the duplicates are dropped: then no other writer adds one of the staged
+        # appeals before this one inserts, and what stays staged is exactly what is new.
+        await lock_aggregates(connection)
     # Built after loading: one sort is cheaper than keeping the index up to date per batch.
     await connection.execute(
         text("CREATE INDEX ix_import_staging_appeal ON import_staging (appeal_id, line)")
@@ -144,6 +160,14 @@ async def merge_staging(connection: AsyncConnection) -> int:
     if connection.dialect.name == "postgresql":
         # Autovacuum never analyzes temporary tables; without statistics the planner guesses.
         await connection.execute(text("ANALYZE import_staging"))
+    # Their first appeals (the store's old buckets), before new clients exist and before any
+    # first appeal moves. An IN list, not a join: SQLite then looks each client up by its key.
+    touched_clients = select(clients.c.id).where(
+        clients.c.external_id.in_(select(staging.c.client_id))
+    )
+    before: dict[int, FirstAppeal] = {}
+    if maintain_store:
+        before = await first_appeals(connection, touched_clients)
 
     new_apps = (
         select(staging.c.channel, staging.c.app)
@@ -185,8 +209,42 @@ async def merge_staging(connection: AsyncConnection) -> int:
     new = inserted.rowcount
 
     await recompute_first_appeals(connection, select(staging.c.client_id))
+    if maintain_store:
+        await _refresh_store(connection, before, touched_clients)
     await connection.execute(text("DROP TABLE import_staging"))
+    # A big import changes the value distribution the planner relies on.
+    await analyze_after_write(connection, new)
     return new
+
+
+async def _refresh_store(
+    connection: AsyncConnection, before: dict[int, FirstAppeal], touched_clients: Select[Any]
+) -> None:
+    """Bring the store's buckets of the merged appeals and moved first appeals up to date."""
+    hour = hour_expression(staging.c.created_at, connection.dialect.name)
+    new_hours = await connection.execute(
+        select(apps.c.id, hour)
+        .select_from(
+            staging.join(
+                apps, and_(apps.c.channel == staging.c.channel, apps.c.name == staging.c.app)
+            )
+        )
+        .distinct()
+    )
+    appeal_hours = {(app_id, hour_start(h)) for app_id, h in new_hours}
+    moved, first_hours = first_appeal_changes(
+        before, await first_appeals(connection, touched_clients)
+    )
+    await refresh_aggregates(
+        # A merge only inserts appeals.
+        connection,
+        appeal_hours=appeal_hours | moved,
+        first_hours=first_hours,
+        inserts_only=True,
+        new_appeals=select(appeals.c.id).where(
+            appeals.c.external_id.in_(select(staging.c.appeal_id))
+        ),
+    )
 
 
 async def recompute_first_appeals(connection: AsyncConnection, external_ids: Any) -> None:

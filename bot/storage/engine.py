@@ -18,6 +18,9 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from bot.storage.aggregates import ensure_aggregates
+from bot.storage.statistics import analyze, statistics_missing
+
 logger = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -89,6 +92,11 @@ async def migrate(engine: AsyncEngine) -> None:
     """Bring the schema to the newest revision; existing data is kept."""
     async with engine.begin() as connection:
         await connection.run_sync(_upgrade)
+        # A database filled by an older version (or restored) may have no statistics at all.
+        if await statistics_missing(connection):
+            await analyze(connection)
+        # The first start after the store's migration builds it from the appeals.
+        await ensure_aggregates(connection)
     logger.info("database schema is up to date (%s)", engine.url.render_as_string())
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
 )
 
 from reports.schema import NAME_MAX, UTCDateTime, metadata
+from reports.store_schema import rollup_clients, rollup_first, rollup_state
 
 # A desk account's label in a webhook URL (`/ingest/chatwoot/<token>/<label>`).
 LABEL_MAX = 64
@@ -80,7 +81,21 @@ digest_deliveries = Table(
     UniqueConstraint("subscription_id", "period_key", name="uq_digest_deliveries_subscription_id"),
 )
 
-__all__ = ["chats", "digest_deliveries", "metadata", "people", "subscriptions"]
+__all__ = [
+    "chats",
+    "desk_apps",
+    "desk_deliveries",
+    "desk_events",
+    "digest_deliveries",
+    "ingest_refusals",
+    "metadata",
+    "people",
+    "rollup_clients",
+    "rollup_first",
+    "rollup_state",
+    "subscriptions",
+    "sync_state",
+]
 
 # --- live data from the desk (DESIGN.md §10) ---------------------------------------------------
 
