@@ -2,9 +2,6 @@
 
 import asyncio
 import logging
-import os
-import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,10 +9,7 @@ import pytest
 from bot.app import CommandMenu, build_bot
 from bot.config import load_settings
 from tests.fake_telegram import FakeTelegram
-
-ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "123456:TEST-token"
-ADMIN = 42
+from tests.support.process import ADMIN, TOKEN, bot_env, bot_process, stop
 
 
 @pytest.mark.parametrize(
@@ -31,31 +25,12 @@ async def test_the_bot_starts_serving_when_set_my_commands_keeps_failing(
     log = tmp_path / "bot.log"
     async with FakeTelegram(token=TOKEN) as tg:
         tg.fail_next("setMyCommands", status, description=description, times=3)
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("CSV_", "WEB_"))},
-            "BOT_TOKEN": TOKEN,
-            "TELEGRAM_API_URL": tg.base_url,
-            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}",
-            "ADMIN_IDS": str(ADMIN),
-            "LANGUAGE": "en",
-            "WEB_PORT": "0",
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": str(ROOT),
-        }
-        with log.open("wb") as sink:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot", cwd=tmp_path, env=env, stdout=sink, stderr=sink
-            )
-        try:
+        env = bot_env(tmp_path, tg.base_url)
+        async with bot_process(tmp_path, env, log) as process:
             await tg.wait_polling(timeout=90)
             tg.send_message("/help", chat_id=ADMIN, user_id=ADMIN)
             await tg.wait_for("sendMessage", timeout=60)
-            process.send_signal(signal.SIGTERM)
-            code = await asyncio.wait_for(process.wait(), 60)
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+            code = await stop(process)
     output = log.read_text()
     assert code == 0, output
     assert "Traceback" not in output

@@ -1,8 +1,6 @@
 """The real bot process: polling and the web server together, a webhook counted by /clients."""
 
 import asyncio
-import os
-import signal
 import socket
 import sys
 from contextlib import suppress
@@ -12,10 +10,8 @@ from pathlib import Path
 import aiohttp
 
 from tests.fake_telegram import FakeTelegram
+from tests.support.process import ADMIN, TOKEN, bot_env, bot_process, stop
 
-ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "123456:TEST-token"
-ADMIN = 42
 INGEST_TOKEN = "ingest-" + "x" * 30
 
 
@@ -25,25 +21,10 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def bot_env(tmp_path: Path, telegram_url: str, port: int) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("CHATWOOT_", "INGEST_", "WEB_", "CSV_"))
-    }
-    env.update(
-        BOT_TOKEN=TOKEN,
-        TELEGRAM_API_URL=telegram_url,
-        DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}",
-        ADMIN_IDS=str(ADMIN),
-        TIMEZONE="Europe/Moscow",
-        LANGUAGE="en",
-        PYTHONUNBUFFERED="1",
-        WEB_HOST="127.0.0.1",
-        WEB_PORT=str(port),
-        INGEST_TOKEN=INGEST_TOKEN,
+def web_env(tmp_path: Path, telegram_url: str, port: int) -> dict[str, str]:
+    return bot_env(
+        tmp_path, telegram_url, WEB_HOST="127.0.0.1", WEB_PORT=str(port), INGEST_TOKEN=INGEST_TOKEN
     )
-    return env
 
 
 async def health(base: str) -> dict[str, object]:
@@ -57,53 +38,40 @@ async def test_a_chatwoot_webhook_is_counted_by_the_next_clients_today(tmp_path:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "bot.log"
-    async with FakeTelegram(token=TOKEN) as tg:
-        with log.open("wb") as sink:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bot",
-                cwd=tmp_path,
-                env={**bot_env(tmp_path, tg.base_url, port), "PYTHONPATH": str(ROOT)},
-                stdout=sink,
-                stderr=sink,
-            )
-        try:
-            await tg.wait_polling(timeout=90)
-            assert await health(base) == {"status": "ok", "database": "ok", "newest_event": {}}
-            now = int(datetime.now(UTC).timestamp())
-            created = {
-                "event": "conversation_created",
-                "id": 12,
-                "inbox_id": 4,
-                "channel": "Channel::Whatsapp",
-                "status": "open",
-                "created_at": now - 60,
-                "timestamp": now - 60,
-                "meta": {"sender": {"id": 901, "name": "Анна <Ivanova>", "email": "a@b.c"}},
-            }
-            async with aiohttp.ClientSession() as client:
-                async with client.post(
-                    f"{base}/ingest/chatwoot/{INGEST_TOKEN}", json=created
-                ) as response:
-                    assert response.status == 200
-                    assert await response.json() == {"received": 1, "new": 1}
-                async with client.post(f"{base}/ingest/chatwoot/wrong", json=created) as response:
-                    assert response.status == 401
-            tg.send_message("/clients today", chat_id=ADMIN, user_id=ADMIN)
-            (answer,) = await tg.wait_for("sendMessage", timeout=60)
-            text = answer.result["text"]
-            assert "\nWrote: 1 · +1 (" in text
-            assert "\nNew: 1 · +1 (" in text
-            assert "\nTop channel: whatsapp — 1 client" in text
-            assert "Top app: whatsapp · inbox 4 — 1 client" in text
-            await tg.wait_for("sendDocument", timeout=60)
-            process.send_signal(signal.SIGTERM)
-            code = await asyncio.wait_for(process.wait(), 60)
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+    async with (
+        FakeTelegram(token=TOKEN) as tg,
+        bot_process(tmp_path, web_env(tmp_path, tg.base_url, port), log) as process,
+    ):
+        await tg.wait_polling(timeout=90)
+        assert await health(base) == {"status": "ok", "database": "ok", "newest_event": {}}
+        now = int(datetime.now(UTC).timestamp())
+        created = {
+            "event": "conversation_created",
+            "id": 12,
+            "inbox_id": 4,
+            "channel": "Channel::Whatsapp",
+            "status": "open",
+            "created_at": now - 60,
+            "timestamp": now - 60,
+            "meta": {"sender": {"id": 901, "name": "Анна <Ivanova>", "email": "a@b.c"}},
+        }
+        async with aiohttp.ClientSession() as client:
+            async with client.post(
+                f"{base}/ingest/chatwoot/{INGEST_TOKEN}", json=created
+            ) as response:
+                assert response.status == 200
+                assert await response.json() == {"received": 1, "new": 1}
+            async with client.post(f"{base}/ingest/chatwoot/wrong", json=created) as response:
+                assert response.status == 401
+        tg.send_message("/clients today", chat_id=ADMIN, user_id=ADMIN)
+        (answer,) = await tg.wait_for("sendMessage", timeout=60)
+        text = answer.result["text"]
+        assert "\nWrote: 1 · +1 (" in text
+        assert "\nNew: 1 · +1 (" in text
+        assert "\nTop channel: whatsapp — 1 client" in text
+        assert "Top app: whatsapp · inbox 4 — 1 client" in text
+        await tg.wait_for("sendDocument", timeout=60)
+        code = await stop(process)
     output = log.read_text()
     assert code == 0, output
     assert "Traceback" not in output
@@ -122,7 +90,7 @@ async def test_a_port_in_use_stops_the_start_with_one_line(tmp_path: Path) -> No
                 "-m",
                 "bot",
                 cwd=tmp_path,
-                env={**bot_env(tmp_path, tg.base_url, port), "PYTHONPATH": str(ROOT)},
+                env=web_env(tmp_path, tg.base_url, port),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
             )
