@@ -409,22 +409,3 @@ async def _app_id(connection: AsyncConnection, channel: str, name: str) -> int:
 def default_app_name(source: str, app_key: str) -> str:
     """Chatwoot inboxes are `inbox <id>` until a message names them; Blinger's is its code."""
     return f"inbox {app_key}" if source == "chatwoot" else app_key
-
-
-async def newest_events(connection: AsyncConnection) -> dict[tuple[str, str], datetime]:
-    """The newest stored event's time per (source, label)."""
-    rows = await connection.execute(
-        select(
-            desk_events.c.source, desk_events.c.label, func.max(desk_events.c.received_at)
-        ).group_by(desk_events.c.source, desk_events.c.label)
-    )
-    return {(source, label): at for source, label, at in rows}
-
-
-async def events_since(connection: AsyncConnection, since: datetime) -> dict[tuple[str, str], int]:
-    rows = await connection.execute(
-        select(desk_events.c.source, desk_events.c.label, func.count())
-        .where(desk_events.c.received_at >= since)
-        .group_by(desk_events.c.source, desk_events.c.label)
-    )
-    return {(source, label): int(count) for source, label, count in rows}

@@ -27,18 +27,21 @@ async def newest_data(connection: AsyncConnection) -> datetime | None:
     return max(known) if known else None
 
 
+async def newest_events(connection: AsyncConnection) -> dict[tuple[str, str], datetime]:
+    """The newest event's arrival per (source, label): for /healthz, /sources and digests."""
+    rows = await connection.execute(
+        select(
+            desk_events.c.source, desk_events.c.label, func.max(desk_events.c.received_at)
+        ).group_by(desk_events.c.source, desk_events.c.label)
+    )
+    return {(source, label): at for source, label, at in rows}
+
+
 async def source_statuses(
     connection: AsyncConnection, *, now: datetime, day_start: datetime
 ) -> list[SourceStatus]:
     """Each source and label that ever sent, plus sources that only had requests refused."""
-    newest = {
-        (source, label): at
-        for source, label, at in await connection.execute(
-            select(
-                desk_events.c.source, desk_events.c.label, func.max(desk_events.c.received_at)
-            ).group_by(desk_events.c.source, desk_events.c.label)
-        )
-    }
+    newest = await newest_events(connection)
     today = {
         (source, label): int(count)
         for source, label, count in await connection.execute(
@@ -73,13 +76,8 @@ async def silent_sources(
     connection: AsyncConnection, *, now: datetime, silent_after: timedelta
 ) -> list[tuple[str, str, datetime]]:
     """Sources that used to send but have been quiet longer than `silent_after`."""
-    rows = await connection.execute(
-        select(
-            desk_events.c.source, desk_events.c.label, func.max(desk_events.c.received_at)
-        ).group_by(desk_events.c.source, desk_events.c.label)
-    )
     return [
         (source, label, at)
-        for source, label, at in rows
+        for (source, label), at in (await newest_events(connection)).items()
         if at is not None and now - at > silent_after
     ]

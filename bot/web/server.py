@@ -26,10 +26,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.config import Settings
 from bot.ingest import blinger, chatwoot
-from bot.ingest.desk import DeskEvent, newest_events, store_desk_events
+from bot.ingest.desk import DeskEvent, store_desk_events
 from bot.ingest.files import validate_json_lines
 from bot.ingest.merge import create_staging, merge_staging, stage_rows
 from bot.ingest.payloads import PayloadError
+from bot.ingest.status import newest_events
 from bot.logs import REDACTED
 from bot.storage.engine import dialect_insert, write_transaction
 from bot.storage.tables import LABEL_MAX, desk_deliveries, ingest_refusals
