@@ -339,15 +339,7 @@ async def _hours_from_appeals(
         .group_by(literal_column("hour"), appeals.c.app_id)
     )
     rows: dict[tuple[int, int], list[Any]] = {(h, app_id): [n, 0, []] for h, app_id, n in counts}
-    first_hour = hour_expression(clients.c.first_appeal_at, dialect)
-    firsts = await connection.execute(
-        select(first_hour, appeals.c.app_id, func.count())
-        .select_from(clients.join(appeals, appeals.c.id == clients.c.first_appeal_id))
-        .where(_in_hours(clients.c.first_appeal_at, ranges), app_not_indexed().in_(apps))
-        .group_by(literal_column("hour"), appeals.c.app_id)
-    )
-    for h, app_id, n in firsts:
-        rows.setdefault((h, app_id), [0, 0, []])[1] = n
+    await _count_firsts(connection, rows, ranges, apps, dialect)
     pairs = await connection.execute(
         select(hour, appeals.c.app_id, appeals.c.client_id).where(in_ranges)
     )
@@ -419,15 +411,7 @@ async def _hours_grown(
         new_clients[(h, app_id)].append(client_id)
     for key, ids in new_clients.items():
         rows[key][2].append(BitMap(ids))
-    first_hour = hour_expression(clients.c.first_appeal_at, dialect)
-    firsts = await connection.execute(
-        select(first_hour, appeals.c.app_id, func.count())
-        .select_from(clients.join(appeals, appeals.c.id == clients.c.first_appeal_id))
-        .where(_in_hours(clients.c.first_appeal_at, ranges), app_not_indexed().in_(apps))
-        .group_by(literal_column("hour"), appeals.c.app_id)
-    )
-    for h, app_id, n in firsts:
-        rows.setdefault((h, app_id), [0, 0, []])[1] = n
+    await _count_firsts(connection, rows, ranges, apps, dialect)
     await connection.execute(
         delete(rollup_clients).where(
             rollup_clients.c.level == HOUR,
@@ -647,3 +631,22 @@ async def ensure_aggregates(connection: AsyncConnection) -> bool:
     logger.info("building the pre-aggregated metric store")
     await rebuild_aggregates(connection)
     return True
+
+
+async def _count_firsts(
+    connection: AsyncConnection,
+    rows: dict[tuple[int, int], list[Any]],
+    ranges: Any,
+    apps: Any,
+    dialect: str,
+) -> None:
+    """Set the count of first-ever appeals of each (hour, app) of `ranges` into `rows`."""
+    first_hour = hour_expression(clients.c.first_appeal_at, dialect)
+    firsts = await connection.execute(
+        select(first_hour, appeals.c.app_id, func.count())
+        .select_from(clients.join(appeals, appeals.c.id == clients.c.first_appeal_id))
+        .where(_in_hours(clients.c.first_appeal_at, ranges), app_not_indexed().in_(apps))
+        .group_by(literal_column("hour"), appeals.c.app_id)
+    )
+    for h, app_id, n in firsts:
+        rows.setdefault((h, app_id), [0, 0, []])[1] = n
