@@ -10,6 +10,7 @@ Invariant: the appeals of a conversation are a pure function of its stored event
 events in any order, any of them repeated, give the same appeals.
 """
 
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,8 +37,10 @@ Kind = Literal["open", "client", "close"]
 # creation before both.
 _KIND_ORDER = {"open": 0, "client": 1, "close": 2}
 _CYCLE_BATCH = 64
-# Rows of one INSERT: 11 columns each, well under SQLite's 32,766 bound parameters.
-_INSERT_CHUNK = 500
+# Stored cycles read beyond those a conversation derives now, before reading on in batches.
+_SPARE_CYCLES = 4
+# Ids of one IN list: well under SQLite's 32,766 bound parameters and PostgreSQL's 65,535.
+_READ_CHUNK = 900
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,39 +124,41 @@ async def store_desk_events(
     new = 0
     touched: set[tuple[str, str, str]] = set()
     new_keys: set[tuple[str, str, str]] = set()
-    # One statement per chunk; RETURNING names only the rows inserted, not the repeats.
-    for start in range(0, len(events), _INSERT_CHUNK):
-        rows = [
-            {
-                "source": event.source,
-                "label": event.label,
-                "event_key": event.key,
-                "conversation_id": event.conversation_id,
-                "contact_id": event.contact_id,
-                "kind": event.kind,
-                "occurred_at": event.occurred_at,
-                "channel": event.channel,
-                "app_key": event.app_key,
-                "app_name": event.app_name,
-                "received_at": received_at,
-            }
-            for event in events[start : start + _INSERT_CHUNK]
-        ]
-        inserted = await connection.execute(
-            insert(desk_events)
-            .values(rows)
-            .on_conflict_do_nothing()
-            .returning(
-                desk_events.c.source,
-                desk_events.c.label,
-                desk_events.c.conversation_id,
-                desk_events.c.event_key,
-            )
-        )
-        for row in inserted:
-            new += 1
-            touched.add((row.source, row.label, row.conversation_id))
-            new_keys.add((row.source, row.label, row.event_key))
+    if not events:
+        return StoredEvents(0, 0, 0, 0)
+    rows = [
+        {
+            "source": event.source,
+            "label": event.label,
+            "event_key": event.key,
+            "conversation_id": event.conversation_id,
+            "contact_id": event.contact_id,
+            "kind": event.kind,
+            "occurred_at": event.occurred_at,
+            "channel": event.channel,
+            "app_key": event.app_key,
+            "app_name": event.app_name,
+            "received_at": received_at,
+        }
+        for event in events
+    ]
+    # Executed as many rows: one statement compiled once, sent in pages of rows; RETURNING
+    # names only the rows inserted, not the repeats.
+    inserted = await connection.execute(
+        insert(desk_events)
+        .on_conflict_do_nothing()
+        .returning(
+            desk_events.c.source,
+            desk_events.c.label,
+            desk_events.c.conversation_id,
+            desk_events.c.event_key,
+        ),
+        rows,
+    )
+    for row in inserted:
+        new += 1
+        touched.add((row.source, row.label, row.conversation_id))
+        new_keys.add((row.source, row.label, row.event_key))
     await rederive_conversations(connection, sorted(touched))
     return StoredEvents(len(events), new, len(events) - new, len(touched), frozenset(new_keys))
 
@@ -163,21 +168,23 @@ async def rederive_conversations(
 ) -> None:
     """Replace each conversation's stored appeals by those its events derive, where they differ.
 
-    The new appeals of all of them go through the one write path together, so a batch of
-    webhooks stages its appeals once instead of once per conversation.
+    The events, the stored appeals and the app names of all of them are read together, and
+    their new appeals go through the one write path together, so a batch of webhooks costs a
+    few statements, not a few per conversation.
     """
     stale: list[str] = []
     fresh: list[AppealRow] = []
     moved_clients: set[str] = set()
-    for source, label, conversation_id in conversations:
-        wanted = await _derived_appeals(connection, source, label, conversation_id)
-        stored = await _stored_appeals(connection, source, label, conversation_id)
-        gone = [external for external, row in stored.items() if wanted.get(external) != row]
-        added = [row for external, row in wanted.items() if stored.get(external) != row]
+    derived = await _derived_appeals(connection, conversations)
+    stored = await _stored_appeals(connection, conversations, derived)
+    for conversation in conversations:
+        wanted, have = derived.get(conversation, {}), stored.get(conversation, {})
+        gone = [external for external, row in have.items() if wanted.get(external) != row]
+        added = [row for external, row in wanted.items() if have.get(external) != row]
         stale.extend(gone)
         fresh.extend(added)
         if gone:
-            moved_clients |= {row.client_id for row in stored.values()}
+            moved_clients |= {row.client_id for row in have.values()}
             moved_clients |= {row.client_id for row in added}
     affected = sorted(moved_clients)
     client_keys = select(clients.c.id).where(clients.c.external_id.in_(affected))
@@ -211,96 +218,131 @@ async def rederive_conversations(
         await refresh_aggregates(connection, appeal_hours=hours | moved, first_hours=first_hours)
 
 
-async def rederive_conversation(
-    connection: AsyncConnection, source: str, label: str, conversation_id: str
-) -> None:
-    """Replace one conversation's stored appeals by those its events derive, if they differ."""
-    await rederive_conversations(connection, [(source, label, conversation_id)])
+Conversation = tuple[str, str, str]
 
 
 async def _derived_appeals(
-    connection: AsyncConnection, source: str, label: str, conversation_id: str
-) -> dict[str, AppealRow]:
-    """The appeals the conversation's stored events derive, by appeal id."""
-    rows = await connection.execute(
-        select(desk_events).where(
-            desk_events.c.source == source,
-            desk_events.c.label == label,
-            desk_events.c.conversation_id == conversation_id,
-        )
-    )
-    events = [
-        DeskEvent(
-            source=row.source,
-            label=row.label,
-            key=row.event_key,
-            conversation_id=row.conversation_id,
-            contact_id=row.contact_id,
-            kind=row.kind,
-            occurred_at=row.occurred_at,
-            channel=row.channel,
-            app_key=row.app_key,
-            app_name=row.app_name,
-        )
-        for row in rows
-    ]
-    wanted: dict[str, AppealRow] = {}
-    cycles = derive_cycles(events)
-    if not cycles:
-        return wanted
+    connection: AsyncConnection, conversations: Sequence[Conversation]
+) -> dict[Conversation, dict[str, AppealRow]]:
+    """The appeals each conversation's stored events derive, by appeal id."""
+    events: dict[Conversation, list[DeskEvent]] = defaultdict(list)
+    by_desk: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for source, label, conversation_id in conversations:
+        by_desk[(source, label)].append(conversation_id)
+    for (source, label), ids in by_desk.items():
+        for start in range(0, len(ids), _READ_CHUNK):
+            for row in await connection.execute(
+                select(desk_events).where(
+                    desk_events.c.source == source,
+                    desk_events.c.label == label,
+                    desk_events.c.conversation_id.in_(ids[start : start + _READ_CHUNK]),
+                )
+            ):
+                events[(row.source, row.label, row.conversation_id)].append(
+                    DeskEvent(
+                        source=row.source,
+                        label=row.label,
+                        key=row.event_key,
+                        conversation_id=row.conversation_id,
+                        contact_id=row.contact_id,
+                        kind=row.kind,
+                        occurred_at=row.occurred_at,
+                        channel=row.channel,
+                        app_key=row.app_key,
+                        app_name=row.app_name,
+                    )
+                )
+    cycles = {conversation: derive_cycles(events[conversation]) for conversation in conversations}
     # Every cycle of a conversation has its latest channel and inbox, so one app name.
-    app_name = await _app_name(connection, source, label, cycles[0].channel, cycles[0].app_key)
-    for cycle in cycles:
-        external = appeal_id(source, label, conversation_id, cycle.number)
-        wanted[external] = AppealRow(
-            appeal_id=external,
-            client_id=client_id(source, label, cycle.contact_id),
-            channel=cycle.channel,
-            app=app_name,
-            created_at=cycle.started_at,
-        )
-    return wanted
+    inboxes = {
+        (source, label, found[0].channel, found[0].app_key)
+        for (source, label, _), found in cycles.items()
+        if found
+    }
+    names = await _app_names(connection, inboxes)
+    derived: dict[Conversation, dict[str, AppealRow]] = {}
+    for (source, label, conversation_id), found in cycles.items():
+        if not found:
+            continue
+        app = names[(source, label, found[0].channel, found[0].app_key)]
+        derived[(source, label, conversation_id)] = {
+            (external := appeal_id(source, label, conversation_id, cycle.number)): AppealRow(
+                appeal_id=external,
+                client_id=client_id(source, label, cycle.contact_id),
+                channel=cycle.channel,
+                app=app,
+                created_at=cycle.started_at,
+            )
+            for cycle in found
+        }
+    return derived
 
 
 async def _stored_appeals(
-    connection: AsyncConnection, source: str, label: str, conversation_id: str
-) -> dict[str, AppealRow]:
-    """The conversation's appeals as stored, by appeal id.
+    connection: AsyncConnection,
+    conversations: Sequence[Conversation],
+    derived: dict[Conversation, dict[str, AppealRow]],
+) -> dict[Conversation, dict[str, AppealRow]]:
+    """Each conversation's appeals as stored, by appeal id.
 
-    Its cycles are always stored as 1..n (a re-derivation replaces them whole), so ids are read
-    in batches until a batch is not full; a LIKE on the prefix would not use the index.
+    Its cycles are always stored as 1..n (a re-derivation replaces them whole), so the ids up to
+    a few more than it derives now are read for all conversations at once, and a conversation
+    that has all of them is read on until a batch is not full; a LIKE on the prefix would not
+    use the index.
     """
-    stored: dict[str, AppealRow] = {}
-    first = 1
-    while True:
-        batch = [
-            appeal_id(source, label, conversation_id, n)
-            for n in range(first, first + _CYCLE_BATCH)
-        ]
-        rows = (
-            await connection.execute(
-                select(
-                    appeals.c.external_id,
-                    clients.c.external_id.label("client"),
-                    apps.c.channel,
-                    apps.c.name,
-                    appeals.c.created_at,
-                )
-                .select_from(
-                    appeals.join(clients, clients.c.id == appeals.c.client_id).join(
-                        apps, apps.c.id == appeals.c.app_id
-                    )
-                )
-                .where(appeals.c.external_id.in_(batch))
+    stored: dict[Conversation, dict[str, AppealRow]] = defaultdict(dict)
+    owner: dict[str, Conversation] = {}
+    asked: dict[Conversation, int] = {}
+    for conversation in conversations:
+        asked[conversation] = len(derived.get(conversation, ())) + _SPARE_CYCLES
+        for number in range(1, asked[conversation] + 1):
+            owner[appeal_id(*conversation, number)] = conversation
+    await _read_appeals(connection, owner, stored)
+    for conversation, count in asked.items():
+        first = count + 1
+        while len(stored[conversation]) == first - 1:
+            batch = {
+                appeal_id(*conversation, n): conversation
+                for n in range(first, first + _CYCLE_BATCH)
+            }
+            await _read_appeals(connection, batch, stored)
+            first += _CYCLE_BATCH
+    return stored
+
+
+async def _read_appeals(
+    connection: AsyncConnection,
+    owner: dict[str, Conversation],
+    stored: dict[Conversation, dict[str, AppealRow]],
+) -> None:
+    """Add the stored appeals among these ids to `stored`, under the conversation owning each."""
+    ids = list(owner)
+    for start in range(0, len(ids), _READ_CHUNK):
+        for row in await connection.execute(
+            select(
+                appeals.c.external_id,
+                clients.c.external_id.label("client"),
+                apps.c.channel,
+                apps.c.name,
+                appeals.c.created_at,
             )
-        ).all()
-        for row in rows:
-            stored[row.external_id] = AppealRow(
+            .select_from(
+                appeals.join(clients, clients.c.id == appeals.c.client_id).join(
+                    apps, apps.c.id == appeals.c.app_id
+                )
+            )
+            .where(appeals.c.external_id.in_(ids[start : start + _READ_CHUNK]))
+        ):
+            stored[owner[row.external_id]][row.external_id] = AppealRow(
                 row.external_id, row.client, row.channel, row.name, row.created_at
             )
-        if len(rows) < _CYCLE_BATCH:
-            return stored
-        first += _CYCLE_BATCH
+
+
+async def _app_names(
+    connection: AsyncConnection, inboxes: set[tuple[str, str, str, str]]
+) -> dict[tuple[str, str, str, str], str]:
+    """The app name of each (source, label, channel, inbox) of a batch, in a stable order."""
+    return {inbox: await _app_name(connection, *inbox) for inbox in sorted(inboxes)}
 
 
 async def _app_name(
@@ -384,14 +426,18 @@ async def _move_inbox_appeals(
         )
         .distinct()
     )
-    for (conversation_id,) in conversations.all():
-        ids = list(await _stored_appeals(connection, source, label, conversation_id))
-        if ids:
-            await connection.execute(
-                appeals.update()
-                .where(appeals.c.external_id.in_(ids), appeals.c.app_id == old)
-                .values(app_id=new)
+    moved = [(source, label, conversation_id) for (conversation_id,) in conversations.all()]
+    stored = await _stored_appeals(connection, moved, {})
+    ids = [external for appeals_of in stored.values() for external in appeals_of]
+    for start in range(0, len(ids), _READ_CHUNK):
+        await connection.execute(
+            appeals.update()
+            .where(
+                appeals.c.external_id.in_(ids[start : start + _READ_CHUNK]),
+                appeals.c.app_id == old,
             )
+            .values(app_id=new)
+        )
 
 
 async def _app_id(connection: AsyncConnection, channel: str, name: str) -> int:

@@ -31,9 +31,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.storage.aggregates import (
+    GROW_MAX_APPEALS,
     FirstAppeal,
     first_appeal_changes,
     first_appeals,
+    grow_aggregates,
     hour_expression,
     lock_aggregates,
     refresh_aggregates,
@@ -209,8 +211,8 @@ async def merge_staging(connection: AsyncConnection) -> int:
     new = inserted.rowcount
 
     await recompute_first_appeals(connection, select(staging.c.client_id))
-    if maintain_store:
-        await _refresh_store(connection, before, touched_clients)
+    if maintain_store and new:
+        await _refresh_store(connection, before, touched_clients, new)
     await connection.execute(text("DROP TABLE import_staging"))
     # A big import changes the value distribution the planner relies on.
     await analyze_after_write(connection, new)
@@ -218,9 +220,18 @@ async def merge_staging(connection: AsyncConnection) -> int:
 
 
 async def _refresh_store(
-    connection: AsyncConnection, before: dict[int, FirstAppeal], touched_clients: Select[Any]
+    connection: AsyncConnection,
+    before: dict[int, FirstAppeal],
+    touched_clients: Select[Any],
+    new: int,
 ) -> None:
     """Bring the store's buckets of the merged appeals and moved first appeals up to date."""
+    after = await first_appeals(connection, touched_clients)
+    merged = select(appeals.c.id).where(appeals.c.external_id.in_(select(staging.c.appeal_id)))
+    if new <= GROW_MAX_APPEALS:
+        # A live batch: its appeals are added to the buckets they fall in.
+        await grow_aggregates(connection, new_appeals=merged, before=before, after=after)
+        return
     hour = hour_expression(staging.c.created_at, connection.dialect.name)
     new_hours = await connection.execute(
         select(apps.c.id, hour)
@@ -232,18 +243,13 @@ async def _refresh_store(
         .distinct()
     )
     appeal_hours = {(app_id, hour_start(h)) for app_id, h in new_hours}
-    moved, first_hours = first_appeal_changes(
-        before, await first_appeals(connection, touched_clients)
-    )
+    moved, first_hours = first_appeal_changes(before, after)
+    # A merge only inserts appeals.
     await refresh_aggregates(
-        # A merge only inserts appeals.
         connection,
         appeal_hours=appeal_hours | moved,
         first_hours=first_hours,
         inserts_only=True,
-        new_appeals=select(appeals.c.id).where(
-            appeals.c.external_id.in_(select(staging.c.appeal_id))
-        ),
     )
 
 

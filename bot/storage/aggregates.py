@@ -13,9 +13,10 @@ all inside the write's own transaction:
    `changed_appeals, changed_firsts = first_appeal_changes(before, await first_appeals(...))`
    and call `await refresh_aggregates(connection, appeal_hours=hours | changed_appeals |
    new_hours, first_hours=changed_firsts)`. Pass `inserts_only=True` only when no appeal was
-   deleted or moved (bot.ingest.merge does): months are then grown instead of re-unioned,
-   and with `new_appeals=<select of exactly the inserted appeal ids>` a small write adds its
-   appeals to the hour buckets instead of re-reading those hours.
+   deleted or moved (bot.ingest.merge does): months are then grown instead of re-unioned.
+   A write that only inserted up to GROW_MAX_APPEALS appeals may instead call
+   `grow_aggregates(connection, new_appeals=<select of exactly their ids>, before=before,
+   after=<first_appeals after the write>)`, which adds them to the buckets of every level.
    A writer that deletes every appeal calls clear_aggregates instead.
 
 refresh_aggregates recomputes the named hour buckets from the appeals and clients tables (so a
@@ -39,6 +40,7 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     Select,
+    Table,
     and_,
     cast,
     delete,
@@ -50,6 +52,7 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from reports.aggregates import (
@@ -80,8 +83,9 @@ _PG_LOCK_KEY = 0x726F6C6C  # "roll"
 _MERGE_GAP_HOURS = 6
 # Recompute at most about this many hours per round, so a rebuild holds a month in memory.
 _ROUND_HOURS = 24 * 31
-# Up to this many touched (app, hour) buckets an insert-only write adds its appeals to them.
-_GROW_MAX_HOURS = 2_000
+# Up to this many inserted appeals a write adds them to the buckets (grow_aggregates) instead
+# of recomputing the touched hours from the tables.
+GROW_MAX_APPEALS = 20_000
 
 Progress = Callable[[int, int], None]
 
@@ -198,16 +202,14 @@ async def refresh_aggregates(
     appeal_hours: set[tuple[int, datetime]],
     first_hours: set[datetime],
     inserts_only: bool = False,
-    new_appeals: Select[Any] | None = None,
 ) -> None:
     """Recompute these (app_id, UTC hour) and first-appeal hour buckets and the days and months
     above them, exactly, from the appeals and clients tables, in the caller's transaction.
 
     inserts_only=True promises that since the store was last current appeals were only added
     (none deleted or moved): a month's client bitmap is then its old one joined with the
-    recomputed days instead of the union of all its days. With it, new_appeals (a select of
-    the ids of exactly the appeals this write inserted, all inside appeal_hours) lets a small
-    write add them to the hour buckets instead of re-reading those hours' appeals.
+    recomputed days instead of the union of all its days. A small insert-only write uses
+    grow_aggregates instead.
     """
     if not (appeal_hours or first_hours) or not await store_ready(connection):
         return
@@ -216,10 +218,141 @@ async def refresh_aggregates(
     for app_id, moment in appeal_hours:
         by_app[app_id].add(hour_floor(moment))
     first = {hour_floor(moment) for moment in first_hours}
-    if inserts_only and new_appeals is not None and len(appeal_hours) <= _GROW_MAX_HOURS:
-        await _refresh_round(connection, by_app, first, True, new_appeals)
-        return
     await _refresh(connection, by_app, first, grow_only=inserts_only)
+
+
+async def grow_aggregates(
+    connection: AsyncConnection,
+    *,
+    new_appeals: Select[Any],
+    before: dict[int, FirstAppeal],
+    after: dict[int, FirstAppeal],
+) -> None:
+    """Add a write's newly inserted appeals to the buckets of every level, exactly.
+
+    Only for a write that inserted appeals and deleted or moved none; `new_appeals` selects the
+    ids of exactly the inserted ones, and `before`/`after` are the first appeals of every client
+    they belong to, taken under lock_aggregates before and after the write. With appeals only
+    added, each bucket's clients and appeal count only grow, and its first-appeal count changes
+    by the clients whose first appeal moved into or out of it: a handful of rows read and
+    written back instead of hours recomputed from the tables (the live webhook path).
+    """
+    hour = hour_expression(appeals.c.created_at, connection.dialect.name)
+    # (level, bucket, app) -> [appeals added, first-appeal count change, clients added]
+    grown: dict[tuple[int, int, int], list[Any]] = defaultdict(lambda: [0, 0, BitMap()])
+    for app_id, h, client_id in await connection.execute(
+        select(appeals.c.app_id, hour, appeals.c.client_id).where(
+            appeals.c.id.in_(new_appeals)
+        )
+    ):
+        for key in _bucket_keys(h, app_id):
+            grown[key][0] += 1
+            grown[key][2].add(client_id)
+    # (level, bucket) -> (clients whose first appeal left it, clients whose first appeal is in it)
+    firsts: dict[tuple[int, int], tuple[BitMap, BitMap]] = defaultdict(
+        lambda: (BitMap(), BitMap())
+    )
+    for client_id in before.keys() | after.keys():
+        old, new = before.get(client_id), after.get(client_id)
+        if old == new:
+            continue
+        for first, change, side in ((old, -1, 0), (new, 1, 1)):
+            if first is None:
+                continue
+            for level, bucket, _ in _bucket_keys(first.hour, 0):
+                firsts[(level, bucket)][side].add(client_id)
+            if first.app_id is not None:
+                for key in _bucket_keys(first.hour, first.app_id):
+                    grown[key][1] += change
+    if grown:
+        await _grow_rollup_clients(connection, grown)
+    if firsts:
+        await _grow_rollup_first(connection, firsts)
+
+
+def _bucket_keys(hour: int, app_id: int) -> list[tuple[int, int, int]]:
+    """The (level, bucket, app) of the hour, its day and its month."""
+    return [(HOUR, hour, app_id), (DAY, day_of(hour), app_id), (MONTH, month_of(hour), app_id)]
+
+
+def _by_level(table: Table, keys: Iterable[tuple[int, ...]]) -> ColumnElement[bool]:
+    """Rows of these (level, bucket[, app]) keys, or a few more: callers match keys exactly."""
+    buckets: dict[int, set[int]] = defaultdict(set)
+    for level, bucket, *_ in keys:
+        buckets[level].add(bucket)
+    return or_(
+        *(
+            and_(table.c.level == level, table.c.bucket.in_(sorted(found)))
+            for level, found in sorted(buckets.items())
+        )
+    )
+
+
+async def _grow_rollup_clients(
+    connection: AsyncConnection, grown: dict[tuple[int, int, int], list[Any]]
+) -> None:
+    apps = sorted({app_id for _, _, app_id in grown})
+    stored = {
+        (row.level, row.bucket, row.app_id): row
+        for row in await connection.execute(
+            select(rollup_clients).where(
+                _by_level(rollup_clients, grown), rollup_clients.c.app_id.in_(apps)
+            )
+        )
+    }
+    values = []
+    for (level, bucket, app_id), (added, first_change, new_clients) in grown.items():
+        row = stored.get((level, bucket, app_id))
+        bitmap = BitMap.deserialize(row.clients) if row is not None else BitMap()
+        values.append(
+            {
+                "level": level,
+                "bucket": bucket,
+                "app_id": app_id,
+                "appeals": (row.appeals if row is not None else 0) + added,
+                "firsts": (row.firsts if row is not None else 0) + first_change,
+                "clients": _blob(bitmap | new_clients),
+            }
+        )
+    await _upsert(connection, rollup_clients, values)
+
+
+async def _grow_rollup_first(
+    connection: AsyncConnection, firsts: dict[tuple[int, int], tuple[BitMap, BitMap]]
+) -> None:
+    stored = {
+        (row.level, row.bucket): BitMap.deserialize(row.clients)
+        for row in await connection.execute(
+            select(rollup_first).where(_by_level(rollup_first, firsts))
+        )
+    }
+    values, emptied = [], []
+    for (level, bucket), (left, arrived) in firsts.items():
+        # A client whose first appeal moved within the bucket both left and arrived: it stays.
+        bitmap = (stored.get((level, bucket), BitMap()) - left) | arrived
+        if bitmap:
+            values.append({"level": level, "bucket": bucket, "clients": _blob(bitmap)})
+        elif (level, bucket) in stored:
+            emptied.append((level, bucket))
+    if emptied:
+        await connection.execute(delete(rollup_first).where(_by_level(rollup_first, emptied)))
+    if values:
+        await _upsert(connection, rollup_first, values)
+
+
+async def _upsert(connection: AsyncConnection, table: Table, values: list[dict[str, Any]]) -> None:
+    """Insert the rows, or overwrite the stored row with the same primary key."""
+    insert = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(
+        table
+    )
+    key = [column.name for column in table.primary_key]
+    await connection.execute(
+        insert.on_conflict_do_update(
+            index_elements=key,
+            set_={name: insert.excluded[name] for name in values[0] if name not in key},
+        ),
+        values,
+    )
 
 
 async def lock_aggregates(connection: AsyncConnection) -> None:
@@ -274,20 +407,15 @@ async def _refresh_round(
     by_app: dict[int, set[int]],
     first_hours: set[int],
     grow_only: bool,
-    new_appeals: Select[Any] | None = None,
 ) -> None:
     dialect = connection.dialect.name
     apps = sorted(by_app)
     hours = set().union(*by_app.values()) if by_app else set()
     if apps:
-        if new_appeals is not None:
-            ranges = _ranges(hours)
-            await _hours_grown(connection, apps, ranges, new_appeals, dialect)
-        else:
-            # Every hour inside the merged ranges is recomputed for these apps, touched or
-            # not: recomputing from the source is exact either way.
-            ranges = _ranges(hours, _MERGE_GAP_HOURS)
-            await _hours_from_appeals(connection, apps, ranges, dialect)
+        # Every hour inside the merged ranges is recomputed for these apps, touched or not:
+        # recomputing from the source is exact either way.
+        ranges = _ranges(hours, _MERGE_GAP_HOURS)
+        await _hours_from_appeals(connection, apps, ranges, dialect)
         days = {day_of(h) for low, high in ranges for h in range(low, high)}
         day_ranges = _ranges_of_buckets(days, 24)
         await _derive(connection, rollup_clients, apps, HOUR, DAY, day_ranges, day_of)
@@ -367,74 +495,6 @@ async def _hours_from_appeals(
                 for (h, app_id), (n, f, ids) in rows.items()
             ],
         )
-
-
-async def _hours_grown(
-    connection: AsyncConnection,
-    apps: list[int],
-    ranges: list[tuple[int, int]],
-    new_appeals: Select[Any],
-    dialect: str,
-) -> None:
-    """Hour buckets of these apps and hours after the new appeals were only added to them.
-
-    Clients and appeal counts grow by the new appeals alone; the first-appeal counts are
-    recounted from the clients' first appeals in these hours (a first appeal can move out).
-    """
-    hour = hour_expression(appeals.c.created_at, dialect)
-    rows: dict[tuple[int, int], list[Any]] = {}
-    for bucket, app_id, appeal_count, blob in await connection.execute(
-        select(
-            rollup_clients.c.bucket,
-            rollup_clients.c.app_id,
-            rollup_clients.c.appeals,
-            rollup_clients.c.clients,
-        ).where(
-            rollup_clients.c.level == HOUR,
-            _bucket_ranges(rollup_clients.c.bucket, ranges),
-            rollup_clients.c.app_id.in_(apps),
-        )
-    ):
-        rows[(bucket, app_id)] = [appeal_count, 0, [BitMap.deserialize(blob)]]
-    is_new = appeals.c.id.in_(new_appeals)
-    counts = await connection.execute(
-        select(hour, appeals.c.app_id, func.count())
-        .where(is_new)
-        .group_by(literal_column("hour"), appeals.c.app_id)
-    )
-    for h, app_id, n in counts:
-        rows.setdefault((h, app_id), [0, 0, []])[0] += n
-    new_clients: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for h, app_id, client_id in await connection.execute(
-        select(hour, appeals.c.app_id, appeals.c.client_id).where(is_new)
-    ):
-        new_clients[(h, app_id)].append(client_id)
-    for key, ids in new_clients.items():
-        rows[key][2].append(BitMap(ids))
-    await _count_firsts(connection, rows, ranges, apps, dialect)
-    await connection.execute(
-        delete(rollup_clients).where(
-            rollup_clients.c.level == HOUR,
-            _bucket_ranges(rollup_clients.c.bucket, ranges),
-            rollup_clients.c.app_id.in_(apps),
-        )
-    )
-    # Only hours inside the ranges and apps asked for are written back (the new appeals all
-    # lie in them by the contract).
-    values = [
-        {
-            "level": HOUR,
-            "bucket": h,
-            "app_id": app_id,
-            "appeals": n,
-            "firsts": f,
-            "clients": _blob(BitMap.union(*bitmaps) if len(bitmaps) > 1 else bitmaps[0]),
-        }
-        for (h, app_id), (n, f, bitmaps) in rows.items()
-        if n and app_id in apps and any(low <= h < high for low, high in ranges)
-    ]
-    if values:
-        await connection.execute(insert(rollup_clients), values)
 
 
 async def _first_hours_from_clients(

@@ -351,13 +351,15 @@ class WebhookBatches:
         now = self._clock()
         results: list[tuple[_Webhook, int | None]] = []
         async with self._writing() as connection:
+            first = await _first_deliveries(connection, batch, now)
             taken: list[_Webhook] = []
             for webhook in batch:
-                if webhook.delivery and not await _first_delivery(
-                    connection, webhook.source, webhook.delivery, now
-                ):
+                delivery = (webhook.source, webhook.delivery)
+                if webhook.delivery and delivery not in first:
                     results.append((webhook, None))
                 else:
+                    # A delivery id twice in one batch: the first of them is taken.
+                    first.discard(delivery)
                     taken.append(webhook)
             stored = await store_desk_events(
                 connection, [e for webhook in taken for e in webhook.events], received_at=now
@@ -375,15 +377,27 @@ class WebhookBatches:
                 webhook.done.set_result(result)
 
 
-async def _first_delivery(connection: Any, source: str, delivery: str, now: datetime) -> bool:
-    """Record a webhook delivery id; False when it was taken before (a replay)."""
+async def _first_deliveries(
+    connection: Any, batch: list[_Webhook], now: datetime
+) -> set[tuple[str, str | None]]:
+    """Record the batch's webhook delivery ids; those taken before (replays) are not returned."""
+    rows = [
+        {"source": webhook.source, "delivery_id": webhook.delivery, "received_at": now}
+        for webhook in batch
+        if webhook.delivery
+    ]
+    if not rows:
+        return set()
     insert = dialect_insert(connection.dialect.name)
+    # A delivery id repeated inside the batch is one row; the caller gives it to the first.
+    unique = list({(row["source"], row["delivery_id"]): row for row in rows}.values())
     result = await connection.execute(
         insert(desk_deliveries)
-        .values(source=source, delivery_id=delivery, received_at=now)
         .on_conflict_do_nothing()
+        .returning(desk_deliveries.c.source, desk_deliveries.c.delivery_id),
+        unique,
     )
-    return bool(result.rowcount)
+    return {(row.source, row.delivery_id) for row in result}
 
 
 def _check_depth(content: str) -> None:

@@ -6,8 +6,9 @@ from pathlib import Path
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from bot.storage.engine import create_engine, migrate
-from bot.storage.statistics import statistics_missing
+from bot.ingest.merge import AppealRow, store_appeals
+from bot.storage.engine import create_engine, migrate, write_transaction
+from bot.storage.statistics import STALE_GROWTH, analysed_appeals, statistics_missing
 from reports.schema import appeals, apps, clients
 from tests.datasets import load
 
@@ -95,5 +96,34 @@ async def test_postgres_start_analyzes_when_statistics_are_missing(postgres_url:
         await migrate(engine)
         async with engine.connect() as connection:
             assert not await statistics_missing(connection)
+    finally:
+        await engine.dispose()
+
+
+LOOKUP = "SELECT created_at FROM appeals WHERE external_id IN ('a1', 'a2', 'a3')"
+
+
+async def test_statistics_follow_a_database_that_grows_by_small_writes(tmp_path: Path) -> None:
+    """Analysed at its first webhook (one appeal), the table must not stay planned as tiny."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}")
+    try:
+        await migrate(engine)
+        for batch in range(41):
+            size = 1 if batch == 0 else 50
+            rows = [
+                AppealRow(f"a{batch}-{n}", f"c{n % 300}", "vk", "a", START + timedelta(hours=n))
+                for n in range(size)
+            ]
+            async with write_transaction(engine) as connection:
+                await store_appeals(connection, rows)
+        async with engine.connect() as connection:
+            analysed = await analysed_appeals(connection)
+            # 2,001 appeals now: statistics taken at one appeal would read "1".
+            assert analysed is not None and analysed > 2001 / STALE_GROWTH / 2
+            steps = " | ".join(
+                str(row[-1])
+                for row in await connection.execute(text("EXPLAIN QUERY PLAN " + LOOKUP))
+            )
+        assert "SEARCH appeals USING INDEX" in steps, steps
     finally:
         await engine.dispose()

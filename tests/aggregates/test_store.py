@@ -9,9 +9,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.ingest import merge
 from bot.storage.aggregates import (
     appeal_hours,
     first_appeal_changes,
@@ -108,7 +110,13 @@ def generated_rows(rng: random.Random, count: int) -> list[tuple[str, ...]]:
     return rows
 
 
-async def test_generated_data_in_random_order(engine: AsyncEngine, tmp_path: Path) -> None:
+@pytest.mark.parametrize("maintenance", ["grown", "recomputed"])
+async def test_generated_data_in_random_order(
+    engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, maintenance: str
+) -> None:
+    # Small writes add their appeals to the buckets; big ones recompute the touched hours.
+    if maintenance == "recomputed":
+        monkeypatch.setattr(merge, "GROW_MAX_APPEALS", 0)
     rng = random.Random(11)
     rows = generated_rows(rng, 1500)
     rng.shuffle(rows)
