@@ -11,7 +11,7 @@ events that were answered 200.
 The per-source limit of 20 requests a second would cap one desk at 20 events/s, so the
 benchmark raises IngestServer.rate.limit (and says so).
 
-Run: .venv/bin/python benchmarks/ingest_speed.py [--conversations 3000] [--senders 8]
+Run: .venv/bin/python benchmarks/ingest_speed.py [--conversations 3000] [--senders 32]
 """
 
 import argparse
@@ -251,7 +251,7 @@ async def time_reports(engine: Any, stop: asyncio.Event, durations: list[float])
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conversations", type=int, default=3000)
-    parser.add_argument("--senders", type=int, default=8)
+    parser.add_argument("--senders", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=120.0, help="stop sending after this")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()

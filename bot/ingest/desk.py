@@ -14,9 +14,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import delete, exists, func, select
+from sqlalchemy import bindparam, delete, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.ingest.merge import AppealRow, recompute_first_appeals, store_appeals
@@ -221,6 +221,32 @@ async def rederive_conversations(
 Conversation = tuple[str, str, str]
 
 
+# The statements a webhook batch runs every time, built once with bound parameters: building
+# and keying a statement per batch cost more Python than running these indexed reads.
+_CONVERSATION_EVENTS = select(
+    *(column for column in desk_events.c if column.name not in ("id", "received_at"))
+).where(
+    desk_events.c.source == bindparam("source"),
+    desk_events.c.label == bindparam("label"),
+    desk_events.c.conversation_id.in_(bindparam("ids", expanding=True)),
+)
+_APPEALS_BY_ID = (
+    select(
+        appeals.c.external_id,
+        clients.c.external_id.label("client"),
+        apps.c.channel,
+        apps.c.name,
+        appeals.c.created_at,
+    )
+    .select_from(
+        appeals.join(clients, clients.c.id == appeals.c.client_id).join(
+            apps, apps.c.id == appeals.c.app_id
+        )
+    )
+    .where(appeals.c.external_id.in_(bindparam("ids", expanding=True)))
+)
+
+
 async def _derived_appeals(
     connection: AsyncConnection, conversations: Sequence[Conversation]
 ) -> dict[Conversation, dict[str, AppealRow]]:
@@ -232,11 +258,8 @@ async def _derived_appeals(
     for (source, label), ids in by_desk.items():
         for start in range(0, len(ids), _READ_CHUNK):
             for row in await connection.execute(
-                select(desk_events).where(
-                    desk_events.c.source == source,
-                    desk_events.c.label == label,
-                    desk_events.c.conversation_id.in_(ids[start : start + _READ_CHUNK]),
-                )
+                _CONVERSATION_EVENTS,
+                {"source": source, "label": label, "ids": ids[start : start + _READ_CHUNK]},
             ):
                 events[(row.source, row.label, row.conversation_id)].append(
                     DeskEvent(
@@ -319,63 +342,89 @@ async def _read_appeals(
     ids = list(owner)
     for start in range(0, len(ids), _READ_CHUNK):
         for row in await connection.execute(
-            select(
-                appeals.c.external_id,
-                clients.c.external_id.label("client"),
-                apps.c.channel,
-                apps.c.name,
-                appeals.c.created_at,
-            )
-            .select_from(
-                appeals.join(clients, clients.c.id == appeals.c.client_id).join(
-                    apps, apps.c.id == appeals.c.app_id
-                )
-            )
-            .where(appeals.c.external_id.in_(ids[start : start + _READ_CHUNK]))
+            _APPEALS_BY_ID, {"ids": ids[start : start + _READ_CHUNK]}
         ):
             stored[owner[row.external_id]][row.external_id] = AppealRow(
                 row.external_id, row.client, row.channel, row.name, row.created_at
             )
 
 
+Inbox = tuple[str, str, str]  # (source, label, app_key)
+
+
 async def _app_names(
     connection: AsyncConnection, inboxes: set[tuple[str, str, str, str]]
 ) -> dict[tuple[str, str, str, str], str]:
     """The app name of each (source, label, channel, inbox) of a batch, in a stable order."""
-    return {inbox: await _app_name(connection, *inbox) for inbox in sorted(inboxes)}
+    keys = sorted(inboxes)
+    inbox_keys = sorted({(source, label, app_key) for source, label, _, app_key in keys})
+    latest = await _latest_names(connection, inbox_keys)
+    mapped = await _mapped_apps(connection, inbox_keys)
+    names = {}
+    for source, label, channel, app_key in keys:
+        inbox = (source, label, app_key)
+        names[(source, label, channel, app_key)] = await _app_name(
+            connection, inbox, channel, latest.get(inbox), mapped.get(inbox)
+        )
+    return names
+
+
+# Run per inbox of a batch; built once for the same reason as the reads above.
+_LATEST_NAME = (
+    select(desk_events.c.app_name)
+    .where(
+        desk_events.c.source == bindparam("source"),
+        desk_events.c.label == bindparam("label"),
+        desk_events.c.app_key == bindparam("app_key"),
+        desk_events.c.app_name.is_not(None),
+    )
+    .order_by(desk_events.c.occurred_at.desc(), desk_events.c.event_key.desc())
+    .limit(1)
+)
+
+
+async def _latest_names(connection: AsyncConnection, inboxes: list[Inbox]) -> dict[Inbox, str]:
+    """The name on the newest stored event of each inbox that carries one.
+
+    It depends only on the stored events, not on their arrival order.
+    """
+    latest: dict[Inbox, str] = {}
+    for source, label, app_key in inboxes:
+        name = await connection.scalar(
+            _LATEST_NAME, {"source": source, "label": label, "app_key": app_key}
+        )
+        if name is not None:
+            latest[(source, label, app_key)] = name
+    return latest
+
+
+async def _mapped_apps(connection: AsyncConnection, inboxes: list[Inbox]) -> dict[Inbox, Any]:
+    """The app (id, name) each inbox already stands for."""
+    by_desk: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for source, label, app_key in inboxes:
+        by_desk[(source, label)].append(app_key)
+    mapped: dict[Inbox, Any] = {}
+    for (source, label), app_keys in by_desk.items():
+        for start in range(0, len(app_keys), _READ_CHUNK):
+            for row in await connection.execute(
+                select(desk_apps.c.app_key, apps.c.id, apps.c.name)
+                .select_from(desk_apps.join(apps, apps.c.id == desk_apps.c.app_id))
+                .where(
+                    desk_apps.c.source == source,
+                    desk_apps.c.label == label,
+                    desk_apps.c.app_key.in_(app_keys[start : start + _READ_CHUNK]),
+                )
+            ):
+                mapped[(source, label, row.app_key)] = row
+    return mapped
 
 
 async def _app_name(
-    connection: AsyncConnection, source: str, label: str, channel: str, app_key: str
+    connection: AsyncConnection, inbox: Inbox, channel: str, latest: str | None, mapped: Any
 ) -> str:
-    """The name of the app that stands for this inbox, renamed to the latest name seen.
-
-    The latest name is the one on the newest stored event of that inbox that carries one, so
-    the result depends only on the stored events, not on their arrival order.
-    """
-    latest = await connection.scalar(
-        select(desk_events.c.app_name)
-        .where(
-            desk_events.c.source == source,
-            desk_events.c.label == label,
-            desk_events.c.app_key == app_key,
-            desk_events.c.app_name.is_not(None),
-        )
-        .order_by(desk_events.c.occurred_at.desc(), desk_events.c.event_key.desc())
-        .limit(1)
-    )
+    """The name of the app that stands for this inbox, renamed to the latest name seen."""
+    source, label, app_key = inbox
     name = (latest or default_app_name(source, app_key))[:NAME_MAX]
-    mapped = (
-        await connection.execute(
-            select(apps.c.id, apps.c.name)
-            .select_from(desk_apps.join(apps, apps.c.id == desk_apps.c.app_id))
-            .where(
-                desk_apps.c.source == source,
-                desk_apps.c.label == label,
-                desk_apps.c.app_key == app_key,
-            )
-        )
-    ).first()
     if mapped is None:
         app = await _app_id(connection, channel, name)
         await connection.execute(
