@@ -267,7 +267,7 @@ async def run(rows: int, database_url: str | None, repeats: int) -> None:
             f"of which keeping the store current {store_parts[0] * 1000:.0f} ms"
         )
         print("after the live batch:")
-        same &= await compare_all(engine, duck, now, 1, heading=True)
+        same &= await compare_all(engine, duck, now, repeats, heading=True)
         async with engine.connect() as connection:
             size = await aggregates_size(connection)
         db_size = 0 if database_url else file_size(Path(tmp))

@@ -218,10 +218,13 @@ async def all_time_clients_from_store(
 ) -> int:
     """Distinct clients with an appeal matching the filter, ever: the union of its months."""
     if app_ids is None:
-        # Every client row exists because of an appeal (as in reports.metrics).
-        return int(
-            (await connection.execute(select(func.count()).select_from(clients))).scalar_one()
+        # Every client has one first-ever appeal, so it is in exactly one month's bitmap of
+        # first appeals: their sizes add up to the clients table's row count, which a COUNT
+        # would read in full (5M appeals: tens of ms on SQLite).
+        rows = await connection.execute(
+            select(rollup_first.c.clients).where(rollup_first.c.level == MONTH)
         )
+        return sum(len(BitMap.deserialize(blob)) for blob in rows.scalars())
     if not app_ids:
         return 0
     rows = await connection.execute(
