@@ -6,13 +6,14 @@ import logging
 from aiogram import Bot, F, Router
 from aiogram.filters import JOIN_TRANSITION, ChatMemberUpdatedFilter, Command, CommandObject
 from aiogram.types import ChatMemberUpdated, Message
-from aiogram.utils.i18n import I18n
+from aiogram.utils.i18n import I18n, ngettext
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.access import GROUP_DISABLED, NO_ROLE
 from bot.config import Settings
 from bot.digests.clock import DigestClock
-from bot.digests.subscriptions import deactivate_chat
+from bot.digests.subscriptions import deactivate_chat, pause_subscriptions
 from bot.storage.chats import move_chat, set_enabled
 from bot.storage.people import grant_lead, list_people, revoke_lead
 from bot.telegram.delivery import send_lines
@@ -74,6 +75,7 @@ def build_router() -> Router:
         session: AsyncSession,
         settings: Settings,
         after_commit: AfterCommit,
+        digest_clock: DigestClock | None = None,
     ) -> None:
         target = _target(message, command)
         if target is None:
@@ -86,8 +88,21 @@ def build_router() -> Router:
             await message.answer(_("Admins come from ADMIN_IDS and cannot be revoked here."))
             return
         revoked = await revoke_lead(session, user_id)
-        text = _("{user_id} is no longer a lead.") if revoked else _("{user_id} had no role.")
-        after_commit.answer(message, text.format(user_id=user_id))
+        if not revoked:
+            after_commit.answer(message, _("{user_id} had no role.").format(user_id=user_id))
+            return
+        # Their private chat may no longer see data: its digests stop now, not at their time.
+        paused = await pause_subscriptions(session, reason=NO_ROLE, chat_id=user_id)
+        text = _("{user_id} is no longer a lead.").format(user_id=user_id)
+        if paused:
+            text += " " + ngettext(
+                "{count} digest in their private chat is paused.",
+                "{count} digests in their private chat are paused.",
+                paused,
+            ).format(count=paused)
+            if digest_clock is not None:
+                after_commit.call(digest_clock.rebuild)
+        after_commit.answer(message, text)
 
     @router.message(Command("users"), flags=ADMIN_ONLY)
     async def users(message: Message, bot: Bot, session: AsyncSession, settings: Settings) -> None:
@@ -115,7 +130,11 @@ def build_router() -> Router:
 
     @router.message(Command("disable"), flags=ANY_CHAT_ADMIN_WRITES)
     async def disable(
-        message: Message, session: AsyncSession, i18n: I18n, after_commit: AfterCommit
+        message: Message,
+        session: AsyncSession,
+        i18n: I18n,
+        after_commit: AfterCommit,
+        digest_clock: DigestClock | None = None,
     ) -> None:
         if message.chat.type not in GROUP_TYPES:
             await message.answer(
@@ -123,7 +142,19 @@ def build_router() -> Router:
             )
             return
         await set_enabled(session, message.chat.id, False, language=i18n.current_locale)
-        after_commit.answer(message, _("This group is disabled: the bot will not answer here."))
+        paused = await pause_subscriptions(session, reason=GROUP_DISABLED, chat_id=message.chat.id)
+        text = _("This group is disabled: the bot will not answer here.")
+        if paused:
+            text += " " + ngettext(
+                "{count} digest of this group is paused; after /enable, /digest resume N "
+                "restarts it.",
+                "{count} digests of this group are paused; after /enable, /digest resume N "
+                "restarts them.",
+                paused,
+            ).format(count=paused)
+            if digest_clock is not None:
+                after_commit.call(digest_clock.rebuild)
+        after_commit.answer(message, text)
 
     # Joining only: a promotion inside a group the bot already serves is not "being added".
     @router.my_chat_member(ChatMemberUpdatedFilter(JOIN_TRANSITION))

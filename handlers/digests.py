@@ -3,20 +3,30 @@
 import html
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from zoneinfo import ZoneInfo
 
-from aiogram import Router
+from aiogram import Bot, Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from bot.access import GROUP_DISABLED, NO_ROLE
 from bot.config import Settings, zone_named
 from bot.digests.clock import DigestClock
-from bot.digests.rules import next_slot, parse_rule
-from bot.digests.subscriptions import add_subscription, chat_subscriptions, remove_subscriptions
+from bot.digests.rules import next_owed_slot, parse_rule
+from bot.digests.runner import latest_recorded_slots
+from bot.digests.subscriptions import (
+    Subscription,
+    add_subscription,
+    chat_subscriptions,
+    remove_subscriptions,
+    resume_subscriptions,
+)
 from bot.storage.chats import chat_zone, save_chat
+from bot.telegram.delivery import send_lines
 from bot.telegram.middlewares import AfterCommit
 from reports.errors import echo, is_number
 from reports.i18n import format_date
@@ -41,6 +51,7 @@ def build_router() -> Router:
     async def digest_command(
         message: Message,
         command: CommandObject,
+        bot: Bot,
         session: AsyncSession,
         engine: AsyncEngine,
         settings: Settings,
@@ -54,7 +65,45 @@ def build_router() -> Router:
         arguments = (command.args or "").strip()
         words = arguments.split()
         if not words:
-            after_commit.answer(message, await _listing(session, chat_id, zone, clock(), lang))
+            lines = await _listing(session, chat_id, zone, clock(), lang)
+            # A long listing is split at line boundaries, as /users is.
+            after_commit.call(partial(send_lines, bot, chat_id, lines))
+            return
+        if words[0].casefold() == "resume":
+            current = await chat_subscriptions(session, chat_id)
+            number = int(words[1]) if len(words) == 2 and is_number(words[1]) else 0
+            if not 1 <= number <= len(current):
+                after_commit.answer(
+                    message,
+                    _(
+                        "Usage: /digest resume N, where N is the number of a paused digest "
+                        "in /digest."
+                    ),
+                )
+                return
+            target = current[number - 1]
+            # The command passed the access decision in this chat, so the chat may see data.
+            now = clock()
+            if not await resume_subscriptions(session, [target.id], now=now):
+                after_commit.answer(
+                    message, _("Digest {number} is not paused.").format(number=number)
+                )
+                return
+            if digest_clock is not None:
+                after_commit.call(digest_clock.rebuild)
+            after_commit.answer(
+                message,
+                _("Digest {number} resumed: {rule}. Next: {when} ({zone}).").format(
+                    number=number,
+                    rule=html.escape(target.rule.describe(), quote=False),
+                    when=_when(
+                        next_owed_slot(target.rule, zone, now, since=now, recorded=None),
+                        zone,
+                        lang,
+                    ),
+                    zone=zone.key,
+                ),
+            )
             return
         if words[0].casefold() == "off":
             current = await chat_subscriptions(session, chat_id)
@@ -92,7 +141,7 @@ def build_router() -> Router:
             message,
             _("Digest added: {rule}. Next: {when} ({zone}).").format(
                 rule=html.escape(rule.describe(), quote=False),
-                when=_when(next_slot(rule, zone, now), zone, lang),
+                when=_when(next_owed_slot(rule, zone, now, since=now, recorded=None), zone, lang),
                 zone=zone.key,
             ),
         )
@@ -138,21 +187,46 @@ def build_router() -> Router:
 
 async def _listing(
     session: AsyncSession, chat_id: int, zone: ZoneInfo, now: datetime, lang: str
-) -> str:
+) -> list[str]:
     subscriptions = await chat_subscriptions(session, chat_id)
     if not subscriptions:
-        return _(
-            "No digests in this chat. Add one: /digest daily 09:00, /digest weekly mon 09:00 "
-            "or /digest monthly 1 09:00."
-        )
+        return [
+            _(
+                "No digests in this chat. Add one: /digest daily 09:00, /digest weekly mon 09:00 "
+                "or /digest monthly 1 09:00."
+            )
+        ]
+    # The next run is what the digest runner will do: the same rule over the same ledger.
+    recorded = await latest_recorded_slots(session, [s.id for s in subscriptions])
     lines = [_("<b>Digests of this chat</b> ({zone})").format(zone=zone.key)]
     for number, subscription in enumerate(subscriptions, start=1):
+        rule = html.escape(subscription.rule.describe(), quote=False)
+        if subscription.paused_reason is not None:
+            lines.append(
+                _("{number}. {rule} — paused: {why}. Resume with /digest resume {number}.").format(
+                    number=number, rule=rule, why=_pause_reason(subscription)
+                )
+            )
+            continue
+        when = next_owed_slot(
+            subscription.rule,
+            zone,
+            now,
+            since=subscription.since,
+            recorded=recorded.get(subscription.id),
+        )
         lines.append(
             _("{number}. {rule} — next: {when}").format(
-                number=number,
-                rule=html.escape(subscription.rule.describe(), quote=False),
-                when=_when(next_slot(subscription.rule, zone, now), zone, lang),
+                number=number, rule=rule, when=_when(when, zone, lang)
             )
         )
     lines.append(_("Remove one with /digest off N, or all with /digest off all."))
-    return "\n".join(lines)
+    return lines
+
+
+def _pause_reason(subscription: Subscription) -> str:
+    if subscription.paused_reason == GROUP_DISABLED:
+        return _("the group was disabled")
+    if subscription.paused_reason == NO_ROLE:
+        return _("the person of this chat may no longer see reports")
+    return _("this chat may no longer see reports")

@@ -13,12 +13,12 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.config import SHUTDOWN_GRACE
-from bot.digests.rules import next_slot
-from bot.digests.runner import CLAIM_TTL, DigestRunner
-from bot.digests.subscriptions import active_subscriptions
+from bot.digests.rules import next_owed_slot
+from bot.digests.runner import CLAIM_TTL, DigestRunner, latest_recorded_slots
+from bot.digests.subscriptions import Subscription, active_subscriptions
 
 logger = logging.getLogger(__name__)
 
@@ -50,18 +50,31 @@ class DigestClock:
         await self.rebuild()
 
     async def rebuild(self) -> None:
-        """Replace every job with one per active subscription, at its next slot."""
+        """Replace every job with one per active, unpaused subscription, at its next owed slot."""
         now = self.clock()
         async with self.engine.connect() as connection:
             subscriptions = await active_subscriptions(connection)
+            upcoming = await self._next_slots(connection, subscriptions, now)
         self.scheduler.remove_all_jobs()
         self._slots.clear()
-        for subscription in subscriptions:
-            self._schedule(
-                subscription.id,
-                next_slot(subscription.rule, subscription.zone(self.default_timezone), now),
-            )
+        for subscription_id, when in upcoming.items():
+            self._schedule(subscription_id, when)
         logger.info("digest clock: %s jobs", len(subscriptions))
+
+    async def _next_slots(
+        self, connection: AsyncConnection, subscriptions: list[Subscription], now: datetime
+    ) -> dict[int, datetime]:
+        recorded = await latest_recorded_slots(connection, [s.id for s in subscriptions])
+        return {
+            subscription.id: next_owed_slot(
+                subscription.rule,
+                subscription.zone(self.default_timezone),
+                now,
+                since=subscription.since,
+                recorded=recorded.get(subscription.id),
+            )
+            for subscription in subscriptions
+        }
 
     def next_runs(self) -> dict[int, datetime]:
         """The slot each scheduled job will deliver."""
@@ -97,12 +110,12 @@ class DigestClock:
             now = self.clock()
             async with self.engine.connect() as connection:
                 found = await active_subscriptions(connection, {subscription_id})
-            for subscription in found:
-                when = next_slot(subscription.rule, subscription.zone(self.default_timezone), now)
+                upcoming = await self._next_slots(connection, found, now)
+            for found_id, when in upcoming.items():
                 if unsettled:
                     # Come back once the claim it could not finish (or could not get) expires.
                     when = min(when, now + CLAIM_TTL + timedelta(seconds=5))
-                self._schedule(subscription.id, when)
+                self._schedule(found_id, when)
 
     async def shutdown(self) -> None:
         """Stop the clock; a digest being sent is allowed to finish."""

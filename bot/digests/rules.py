@@ -7,6 +7,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from reports.errors import N_, ReportError, echo, is_number
+from reports.periods import last_complete_period
 from reports.request import parse_request
 
 Kind = Literal["daily", "weekly", "monthly"]
@@ -159,6 +160,55 @@ def latest_slot(rule: DigestRule, tz: ZoneInfo, now: datetime) -> datetime | Non
     """The most recent instant at or before now at which the rule fired."""
     past = past_slots(rule, tz, now)
     return past[-1] if past else None
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """The newest slot in a subscription's delivery ledger and the period it stood for."""
+
+    slot: datetime
+    period_key: str
+    # Sent, skipped or failed; False while a claim is unfinished (its missing parts are owed).
+    settled: bool
+
+
+def period_key(kind: Kind, slot: datetime, tz: ZoneInfo) -> str:
+    """The ledger's key of the period a slot reports on: the first local day of that period."""
+    return last_complete_period(kind, now=slot, tz=tz).current.start.date().isoformat()
+
+
+def owed(
+    rule: DigestRule, tz: ZoneInfo, slot: datetime, *, since: datetime, recorded: Recorded | None
+) -> bool:
+    """Whether a slot is to be delivered: the one rule of the digest runner, its clock and the
+    `/digest` listing.
+
+    Not before `since` (created or resumed), not before the newest recorded slot, and never
+    for a period already settled or older: after a westward /timezone change the same period's
+    slot comes again later that day, and it was delivered already.
+    """
+    if slot < since:
+        return False
+    if recorded is None:
+        return True
+    if slot < recorded.slot:
+        return False
+    key = period_key(rule.kind, slot, tz)
+    return key > recorded.period_key or (key == recorded.period_key and not recorded.settled)
+
+
+def next_owed_slot(
+    rule: DigestRule, tz: ZoneInfo, now: datetime, *, since: datetime, recorded: Recorded | None
+) -> datetime:
+    """The first instant after now at which the digest will be delivered."""
+    around = now.astimezone(tz).date()
+    while True:
+        slots = sorted(local_instant(day, rule.at, tz) for day in slot_days(rule, around))
+        for slot in slots:
+            if slot > now and owed(rule, tz, slot, since=since, recorded=recorded):
+                return slot
+        # Every slot of these two months was settled (a period delivered before a zone change).
+        around += timedelta(days=32)
 
 
 def next_slot(rule: DigestRule, tz: ZoneInfo, now: datetime) -> datetime:

@@ -4,13 +4,17 @@ Exactly once, across restarts and instances: a (subscription, period) row is cla
 conflict-free insert (or a compare-and-set takeover of an expired claim) before anything is sent,
 and each part is recorded when Telegram accepts it, so a run after a crash sends only what is
 missing. A slot found more than MAX_LATENESS late is recorded as skipped instead of sent.
+
+A digest is a report: its chat passes the access decision of commands (bot.access) when it is
+sent. A chat that may no longer see data gets nothing; the slot is recorded as skipped with the
+reason and the subscription is paused until an admin resumes it (`/digest resume N`).
 """
 
 import asyncio
 import html
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,12 +24,18 @@ from aiogram.exceptions import TelegramForbiddenError, TelegramMigrateToChat
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from bot.access import chat_access
 from bot.config import Settings
-from bot.digests.rules import MAX_LATENESS, past_slots
-from bot.digests.subscriptions import Subscription, active_subscriptions, deactivate_chat
+from bot.digests.rules import MAX_LATENESS, Recorded, owed, past_slots
+from bot.digests.subscriptions import (
+    Subscription,
+    active_subscriptions,
+    deactivate_chat,
+    pause_subscriptions,
+)
 from bot.rendering import Renderer
 from bot.storage.chats import move_chat
-from bot.storage.engine import dialect_insert, write_transaction
+from bot.storage.engine import Executor, dialect_insert, write_transaction
 from bot.storage.tables import digest_deliveries
 from bot.telegram.delivery import PARTS, Uploads, deliver_bundle, produce_bundle
 from bot.telegram.keyboards import report_keyboard
@@ -84,6 +94,7 @@ class RunSummary:
     skipped: int = 0
     failed: int = 0
     busy: int = 0
+    paused: int = 0
     rendered: int = 0
     chats: list[int] = field(default_factory=list)
 
@@ -110,12 +121,25 @@ class DigestRunner:
         async with self.engine.connect() as connection:
             subscriptions = await active_subscriptions(connection, only)
             recorded = await latest_recorded_slots(connection)
+            refusals = {
+                chat_id: (
+                    await chat_access(connection, self.settings.admin_ids, chat_id)
+                ).refusal()
+                for chat_id in {subscription.chat_id for subscription in subscriptions}
+            }
         claimed: list[tuple[DueDigest, set[str]]] = []
         for subscription in subscriptions:
+            refusal = refusals[subscription.chat_id]
             for due in self._due(subscription, now, recorded.get(subscription.id)):
                 if now - due.slot > MAX_LATENESS:
                     summary.skipped += await self._record_skipped(due, now)
                     continue
+                if refusal is not None:
+                    summary.skipped += await self._record_skipped(
+                        due, now, detail=f"no access: {refusal}"
+                    )
+                    summary.paused += await self._pause(subscription, refusal)
+                    break
                 parts = await self._claim(due, now)
                 if parts is None:
                     summary.busy += 1
@@ -148,14 +172,13 @@ class DigestRunner:
         return summary
 
     def _due(
-        self, subscription: Subscription, now: datetime, last_recorded: datetime | None
+        self, subscription: Subscription, now: datetime, recorded: Recorded | None
     ) -> list[DueDigest]:
-        """Slots not yet settled: from the newest one in the ledger (it may be unfinished) on.
+        """Slots owed (rules.owed): from the newest one in the ledger (it may be unfinished) on.
 
-        A digest created after a slot starts with the next one.
+        A digest created or resumed after a slot starts with the next one.
         """
         zone = subscription.zone(self.settings.timezone)
-        floor = max(subscription.created_at, last_recorded or subscription.created_at)
         return [
             DueDigest(
                 subscription=subscription,
@@ -165,22 +188,21 @@ class DigestRunner:
                 delayed=now - slot > DELAY_NOTE_AFTER,
             )
             for slot in past_slots(subscription.rule, zone, now)
-            if slot >= floor
+            if owed(subscription.rule, zone, slot, since=subscription.since, recorded=recorded)
         ]
 
-    async def _record_skipped(self, due: DueDigest, now: datetime) -> int:
-        """Mark a slot found too late; an unfinished claim of it is closed as skipped too."""
+    async def _record_skipped(self, due: DueDigest, now: datetime, detail: str = TOO_LATE) -> int:
+        """Mark a slot not sent (found too late, or its chat may not see data); an unfinished
+        claim of it is closed as skipped too."""
         async with write_transaction(self.engine) as connection:
-            insert = _ledger_row(
-                connection, due, status="skipped", detail=TOO_LATE, updated_at=now
-            )
+            insert = _ledger_row(connection, due, status="skipped", detail=detail, updated_at=now)
             inserted = await connection.execute(insert.on_conflict_do_nothing())
             if inserted.rowcount:
                 logger.warning(
                     "digest %s for %s skipped: %s",
                     due.subscription.id,
                     due.period_key,
-                    TOO_LATE,
+                    detail,
                 )
                 return 1
             closed = await connection.execute(
@@ -191,9 +213,19 @@ class DigestRunner:
                     digest_deliveries.c.status == "claimed",
                     digest_deliveries.c.claim_expires_at < now,
                 )
-                .values(status="skipped", detail=TOO_LATE, updated_at=now)
+                .values(status="skipped", detail=detail, updated_at=now)
             )
             return int(closed.rowcount or 0)
+
+    async def _pause(self, subscription: Subscription, reason: str) -> int:
+        logger.warning(
+            "chat %s may no longer see data (%s): digest %s paused",
+            subscription.chat_id,
+            reason,
+            subscription.id,
+        )
+        async with write_transaction(self.engine) as connection:
+            return await pause_subscriptions(connection, reason=reason, ids=[subscription.id])
 
     async def _claim(self, due: DueDigest, now: datetime) -> set[str] | None:
         """Parts already delivered when this runner now owns the slot; None when it does not."""
@@ -341,13 +373,36 @@ def _ledger_row(connection: AsyncConnection, due: DueDigest, **values: object) -
     )
 
 
-async def latest_recorded_slots(connection: AsyncConnection) -> dict[int, datetime]:
-    rows = await connection.execute(
+async def latest_recorded_slots(
+    executor: Executor, only: Iterable[int] | None = None
+) -> dict[int, Recorded]:
+    """Per subscription, its newest slot in the ledger: what rules.owed compares slots with."""
+    newest = select(
+        digest_deliveries.c.subscription_id, func.max(digest_deliveries.c.slot_at).label("slot")
+    ).group_by(digest_deliveries.c.subscription_id)
+    if only is not None:
+        newest = newest.where(digest_deliveries.c.subscription_id.in_(list(only)))
+    latest = newest.subquery()
+    rows = await executor.execute(
         select(
-            digest_deliveries.c.subscription_id, func.max(digest_deliveries.c.slot_at)
-        ).group_by(digest_deliveries.c.subscription_id)
+            digest_deliveries.c.subscription_id,
+            latest.c.slot,
+            digest_deliveries.c.period_key,
+            digest_deliveries.c.status,
+        ).join(
+            latest,
+            and_(
+                digest_deliveries.c.subscription_id == latest.c.subscription_id,
+                digest_deliveries.c.slot_at == latest.c.slot,
+            ),
+        )
     )
-    return {subscription_id: _utc(slot) for subscription_id, slot in rows}
+    return {
+        row.subscription_id: Recorded(
+            slot=_utc(row.slot), period_key=row.period_key, settled=row.status != "claimed"
+        )
+        for row in rows
+    }
 
 
 def _utc(value: datetime) -> datetime:

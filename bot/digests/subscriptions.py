@@ -21,9 +21,17 @@ class Subscription:
     created_at: datetime
     timezone: str | None
     language: str | None
+    # Why the digest is paused (bot.access); None while it is sent.
+    paused_reason: str | None = None
+    resumed_at: datetime | None = None
 
     def zone(self, default: str) -> ZoneInfo:
         return ZoneInfo(self.timezone or default)
+
+    @property
+    def since(self) -> datetime:
+        """Slots before this are not owed: the digest did not exist, or was paused."""
+        return max(self.created_at, self.resumed_at or self.created_at)
 
 
 async def add_subscription(
@@ -69,10 +77,13 @@ def _from_row(row: Row[Any]) -> Subscription:
         created_at=row.created_at,
         timezone=row.timezone,
         language=row.language,
+        paused_reason=row.paused_reason,
+        resumed_at=row.resumed_at,
     )
 
 
 async def chat_subscriptions(session: AsyncSession, chat_id: int) -> list[Subscription]:
+    """The chat's digests as /digest numbers them, paused ones included."""
     rows = await session.execute(_subscription_query().where(subscriptions.c.chat_id == chat_id))
     return [_from_row(row) for row in rows]
 
@@ -80,7 +91,8 @@ async def chat_subscriptions(session: AsyncSession, chat_id: int) -> list[Subscr
 async def active_subscriptions(
     connection: AsyncConnection, only: set[int] | None = None
 ) -> list[Subscription]:
-    query = _subscription_query()
+    """The digests to schedule and send: active and not paused."""
+    query = _subscription_query().where(subscriptions.c.paused_reason.is_(None))
     if only is not None:
         query = query.where(subscriptions.c.id.in_(only))
     return [_from_row(row) for row in await connection.execute(query)]
@@ -103,3 +115,32 @@ async def deactivate_chat(connection: Executor, chat_id: int, *, reason: str) ->
         .where(subscriptions.c.chat_id == chat_id, subscriptions.c.active)
         .values(active=False, deactivated_reason=reason[:200])
     )
+
+
+async def pause_subscriptions(
+    executor: Executor, *, reason: str, chat_id: int | None = None, ids: list[int] | None = None
+) -> int:
+    """Pause the chat's digests (or the given ones) that are being sent; how many were paused."""
+    query = update(subscriptions).where(
+        subscriptions.c.active, subscriptions.c.paused_reason.is_(None)
+    )
+    if chat_id is not None:
+        query = query.where(subscriptions.c.chat_id == chat_id)
+    if ids is not None:
+        query = query.where(subscriptions.c.id.in_(ids))
+    result = await executor.execute(query.values(paused_reason=reason[:200]))
+    return cast(CursorResult[Any], result).rowcount or 0
+
+
+async def resume_subscriptions(session: AsyncSession, ids: list[int], *, now: datetime) -> int:
+    """Send these paused digests again, from their first slot after now."""
+    result = await session.execute(
+        update(subscriptions)
+        .where(
+            subscriptions.c.id.in_(ids),
+            subscriptions.c.active,
+            subscriptions.c.paused_reason.is_not(None),
+        )
+        .values(paused_reason=None, resumed_at=now)
+    )
+    return cast(CursorResult[Any], result).rowcount or 0

@@ -44,8 +44,8 @@ async def chat_zone(executor: Executor, chat_id: int, default: str) -> ZoneInfo:
     return ZoneInfo(await chat_timezone(executor, chat_id) or default)
 
 
-async def is_enabled(session: AsyncSession, chat_id: int) -> bool:
-    return bool(await session.scalar(select(chats.c.enabled).where(chats.c.chat_id == chat_id)))
+async def is_enabled(executor: Executor, chat_id: int) -> bool:
+    return bool(await executor.scalar(select(chats.c.enabled).where(chats.c.chat_id == chat_id)))
 
 
 async def set_enabled(

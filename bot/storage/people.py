@@ -6,7 +6,7 @@ from typing import Any, Literal, cast
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.storage.engine import upsert
+from bot.storage.engine import Executor, upsert
 from bot.storage.tables import people
 
 Role = Literal["admin", "lead"]
@@ -27,11 +27,11 @@ async def store_language(session: AsyncSession, user_id: int, language: str) -> 
     await upsert(session, people, {"user_id": user_id}, {"language": language})
 
 
-async def role_of(session: AsyncSession, user_id: int, admin_ids: frozenset[int]) -> Role | None:
+async def role_of(executor: Executor, user_id: int, admin_ids: frozenset[int]) -> Role | None:
     """Admins come from ADMIN_IDS (and cannot be revoked); leads are granted in the database."""
     if user_id in admin_ids:
         return "admin"
-    role = await session.scalar(select(people.c.role).where(people.c.user_id == user_id))
+    role = await executor.scalar(select(people.c.role).where(people.c.user_id == user_id))
     return "lead" if role == "lead" else None
 
 

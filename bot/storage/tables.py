@@ -60,6 +60,10 @@ subscriptions = Table(
     Column("active", Boolean, nullable=False, server_default=true()),
     Column("deactivated_reason", String(NAME_MAX), nullable=True),
     Column("created_at", UTCDateTime(), nullable=False),
+    # Set while the chat may not see data (bot.access): the digest stays listed but is not
+    # sent until an admin resumes it; slots before `resumed_at` are not owed.
+    Column("paused_reason", String(NAME_MAX), nullable=True),
+    Column("resumed_at", UTCDateTime(), nullable=True),
 )
 
 # One row per (subscription, period): claimed before sending, so a digest goes out once even

@@ -20,9 +20,8 @@ from aiogram.types import CallbackQuery, Chat, Message, TelegramObject, User
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.storage.chats import is_enabled
+from bot.access import decide
 from bot.storage.engine import session_factory
-from bot.storage.people import role_of
 
 logger = logging.getLogger(__name__)
 
@@ -109,18 +108,23 @@ class AccessMiddleware(BaseMiddleware):
         user: User | None = data.get("event_from_user")
         needed = get_flag(data, "access", default="lead")
         chat: Chat | None = data.get("event_chat")
-        if chat is not None and chat.type in GROUP_TYPES and not get_flag(data, "any_chat"):
-            async with self.sessions() as session:
-                enabled = await is_enabled(session, chat.id)
-                tell_admin = (
-                    not enabled
-                    and isinstance(event, Message)
-                    and user is not None
-                    and await role_of(session, user.id, self.admin_ids) == "admin"
-                )
-            if not enabled:
-                await self._group_not_enabled(event, tell_admin)
-                return None
+        group_id = (
+            chat.id
+            if chat is not None and chat.type in GROUP_TYPES and not get_flag(data, "any_chat")
+            else None
+        )
+        async with self.sessions() as session:
+            access = await decide(
+                session,
+                self.admin_ids,
+                user_id=None if user is None else user.id,
+                group_id=group_id,
+            )
+        if access.group_enabled is False:
+            await self._group_not_enabled(
+                event, isinstance(event, Message) and access.role == "admin"
+            )
+            return None
         if needed == "public":
             return await handler(event, data)
         if isinstance(event, Message) and _on_behalf_of_chat(event, user):
@@ -134,12 +138,10 @@ class AccessMiddleware(BaseMiddleware):
             return None
         if user is None:
             return None
-        async with self.sessions() as session:
-            role = await role_of(session, user.id, self.admin_ids)
-        if role is None or (needed == "admin" and role != "admin"):
-            await self._refuse(event, user, role)
+        if access.refusal(needed) is not None:
+            await self._refuse(event, user, access.role)
             return None
-        data["role"] = role
+        data["role"] = access.role
         return await handler(event, data)
 
     async def _group_not_enabled(self, event: TelegramObject, tell_admin: bool) -> None:

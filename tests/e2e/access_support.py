@@ -11,14 +11,15 @@ hand-built updates.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.app import build_application
+from bot.app import Application, build_application
 from bot.storage.engine import session_factory
 from bot.storage.people import grant_lead
 from bot.storage.tables import chats, digest_deliveries, people, subscriptions
@@ -147,8 +148,24 @@ async def running(
     **fake: Any,
 ) -> AsyncIterator[Live]:
     """build_application polling a fresh fake, clock frozen at NOW."""
+    async with running_application(
+        engine, clock=lambda: NOW, admin_ids=admin_ids, token=token, **fake
+    ) as (live, _app):
+        yield live
+
+
+@asynccontextmanager
+async def running_application(
+    engine: AsyncEngine,
+    *,
+    clock: Callable[[], datetime],
+    admin_ids: Iterable[int] = (ADMIN,),
+    token: str = TOKEN,
+    **fake: Any,
+) -> AsyncIterator[tuple[Live, Application]]:
+    """As `running`, on the given clock, with the Application (its digest runner and clock)."""
     async with FakeTelegram(token=token, **fake) as tg:
         settings = make_settings(engine, token=token, api_url=tg.base_url, admin_ids=admin_ids)
-        app = build_application(settings, engine, clock=lambda: NOW, limiter=fast_limiter())
+        app = build_application(settings, engine, clock=clock, limiter=fast_limiter())
         async with polling(tg, app.bot, app.dispatcher) as live:
-            yield live
+            yield live, app

@@ -15,14 +15,15 @@ from bot.digests.rules import parse_rule
 from bot.digests.runner import DigestRunner
 from bot.digests.subscriptions import add_subscription
 from bot.rendering import Renderer
-from bot.storage.chats import save_chat
+from bot.storage.chats import save_chat, set_enabled
 from bot.storage.engine import create_engine, migrate, session_factory
+from bot.storage.people import grant_lead, revoke_lead
 from bot.storage.tables import digest_deliveries, subscriptions
 from bot.telegram import outbound
 from bot.telegram.outbound import Limits, OutboundLimiter
 from tests.datasets import OLD_ROWS, ROWS_IN_AND_AROUND_P, load
 from tests.fake_telegram import FakeTelegram
-from tests.support.settings import make_settings
+from tests.support.settings import ADMIN, make_settings
 
 MSK = ZoneInfo("Europe/Moscow")
 # Subscriptions are made the day before; the daily 09:00 digest of 2026-11-11 then covers the
@@ -55,9 +56,16 @@ class Runners:
         self.renderers: list[Renderer] = []
 
     def make(
-        self, engine: AsyncEngine, clock: FrozenClock, limits: Limits = FAST, name: str = "a"
+        self,
+        engine: AsyncEngine,
+        clock: FrozenClock,
+        limits: Limits = FAST,
+        name: str = "a",
+        admin_ids: tuple[int, ...] = (ADMIN,),
     ) -> DigestRunner:
-        settings = make_settings(engine, token=self.tg.token, api_url=self.tg.base_url)
+        settings = make_settings(
+            engine, token=self.tg.token, api_url=self.tg.base_url, admin_ids=admin_ids
+        )
         bot = build_bot(settings)
         outbound.install(bot, OutboundLimiter(limits))
         renderer = Renderer()
@@ -90,9 +98,16 @@ async def subscribe(
     rule: str = "daily 09:00",
     created: datetime = CREATED,
     language: str = "en",
+    allowed: bool = True,
 ) -> None:
+    """A digest in a chat that may see data (unless `allowed` is False): a group enabled, a
+    private chat's user a lead."""
     async with session_factory(engine)() as session:
         await save_chat(session, chat_id, language=language)
+        if allowed and chat_id < 0:
+            await set_enabled(session, chat_id, True, language=language)
+        elif allowed and chat_id != ADMIN:
+            await grant_lead(session, chat_id, granted_by=ADMIN, name=None)
         await add_subscription(session, chat_id, parse_rule(rule), now=created)
         await session.commit()
 
@@ -339,3 +354,91 @@ async def test_fan_out_of_300_chats_renders_once_and_keeps_every_rate_limit(
         uploads = [c for c in strict.calls("sendMediaGroup") if any(c.media_files())]
         assert len(uploads) == 1
         assert len([c for c in strict.calls("sendDocument") if c.file("document")]) == 1
+
+
+async def paused_states(engine: AsyncEngine) -> dict[int, list[str | None]]:
+    """chat_id -> the paused reason of each of its active subscriptions (None: not paused)."""
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            select(subscriptions.c.chat_id, subscriptions.c.paused_reason)
+            .where(subscriptions.c.active)
+            .order_by(subscriptions.c.id)
+        )
+        states: dict[int, list[str | None]] = {}
+        for chat_id, reason in rows:
+            states.setdefault(chat_id, []).append(reason)
+    return states
+
+
+async def ledger_details(engine: AsyncEngine) -> list[tuple[str, str, str | None]]:
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            select(
+                digest_deliveries.c.period_key,
+                digest_deliveries.c.status,
+                digest_deliveries.c.detail,
+            ).order_by(digest_deliveries.c.id)
+        )
+        return [tuple(row) for row in rows]
+
+
+async def test_a_disabled_group_gets_no_digest_the_ledger_says_why_and_it_is_paused(
+    tg: FakeTelegram, runners: Runners, sqlite_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    await seed(sqlite_engine, tmp_path)
+    await subscribe(sqlite_engine, -7001)
+    await subscribe(sqlite_engine, -7002)
+    # An admin sent /disable in the first group after its digest was set up.
+    async with session_factory(sqlite_engine)() as session:
+        await set_enabled(session, -7001, False, language="en")
+        await session.commit()
+    clock = FrozenClock(SLOT + timedelta(seconds=30))
+    runner = runners.make(sqlite_engine, clock)
+
+    summary = await runner.run()
+
+    assert (summary.sent, summary.skipped, summary.failed) == (1, 1, 0)
+    assert ok_calls(tg, "sendMessage", -7001) == []
+    assert ok_calls(tg, "sendMediaGroup", -7001) == []
+    assert ok_calls(tg, "sendDocument", -7001) == []
+    assert len(ok_calls(tg, "sendDocument", -7002)) == 1
+    assert sorted(await ledger_details(sqlite_engine)) == [
+        ("2026-11-10", "sent", None),
+        ("2026-11-10", "skipped", "no access: group disabled"),
+    ]
+    assert await paused_states(sqlite_engine) == {-7001: ["group disabled"], -7002: [None]}
+
+    # Paused: the next days bring nothing to that group, not even a ledger row.
+    clock.now += timedelta(days=1)
+    later = await runner.run()
+    assert (later.sent, later.skipped) == (1, 0)
+    assert ok_calls(tg, "sendMessage", -7001) == []
+    assert tg.errors() == []
+
+
+@pytest.mark.parametrize("lost", ["admin-removed-from-ADMIN_IDS", "lead-revoked"])
+async def test_a_private_chat_whose_user_lost_the_role_gets_no_digest_and_it_is_paused(
+    tg: FakeTelegram, runners: Runners, sqlite_engine: AsyncEngine, tmp_path: Path, lost: str
+) -> None:
+    await seed(sqlite_engine, tmp_path)
+    former = ADMIN if lost == "admin-removed-from-ADMIN_IDS" else 8001
+    await subscribe(sqlite_engine, former)
+    await subscribe(sqlite_engine, 8002)  # a lead who keeps the role
+    if lost == "lead-revoked":
+        async with session_factory(sqlite_engine)() as session:
+            assert await revoke_lead(session, former)
+            await session.commit()
+    # The bot restarted with ADMIN_IDS without the former admin.
+    admins = (9999,) if lost == "admin-removed-from-ADMIN_IDS" else (ADMIN,)
+    runner = runners.make(
+        sqlite_engine, FrozenClock(SLOT + timedelta(seconds=30)), admin_ids=admins
+    )
+
+    summary = await runner.run()
+
+    assert (summary.sent, summary.skipped) == (1, 1)
+    assert ok_calls(tg, "sendMessage", former) == []
+    assert ok_calls(tg, "sendDocument", former) == []
+    assert len(ok_calls(tg, "sendDocument", 8002)) == 1
+    assert ("2026-11-10", "skipped", "no access: no role") in await ledger_details(sqlite_engine)
+    assert await paused_states(sqlite_engine) == {former: ["no role"], 8002: [None]}

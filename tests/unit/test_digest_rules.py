@@ -7,8 +7,10 @@ import pytest
 
 from bot.digests.rules import (
     DigestRule,
+    Recorded,
     latest_slot,
     local_instant,
+    next_owed_slot,
     next_slot,
     parse_rule,
 )
@@ -124,3 +126,35 @@ def test_monthly_first_covers_the_previous_month() -> None:
     month = last_complete_period("monthly", now=slot, tz=MSK)
     assert month.current.start == datetime(2026, 12, 1, tzinfo=MSK)
     assert month.previous.start == datetime(2026, 11, 1, tzinfo=MSK)
+
+
+KATHMANDU = ZoneInfo("Asia/Kathmandu")
+KOLKATA = ZoneInfo("Asia/Kolkata")
+DAILY_1524 = DigestRule(kind="daily", at=time(15, 24))
+# The 2026-11-11 digest (period 2026-11-10) went out at 15:24 in Kathmandu.
+SENT_IN_KATHMANDU = Recorded(slot=utc(2026, 11, 11, 9, 39), period_key="2026-11-10", settled=True)
+
+
+@pytest.mark.parametrize(
+    ("zone", "now", "recorded", "expected"),
+    [
+        # Nothing recorded: the next slot, as next_slot says.
+        (KOLKATA, utc(2026, 11, 11, 9, 45), None, utc(2026, 11, 11, 9, 54)),
+        # Westward after today's period was delivered: not 15:24 today again, but tomorrow.
+        (KOLKATA, utc(2026, 11, 11, 9, 45), SENT_IN_KATHMANDU, utc(2026, 11, 12, 9, 54)),
+        # The same period still claimed (parts missing): it is owed today.
+        (
+            KOLKATA,
+            utc(2026, 11, 11, 9, 45),
+            Recorded(slot=utc(2026, 11, 11, 9, 39), period_key="2026-11-10", settled=False),
+            utc(2026, 11, 11, 9, 54),
+        ),
+        # No zone change: tomorrow's slot, as always.
+        (KATHMANDU, utc(2026, 11, 11, 9, 45), SENT_IN_KATHMANDU, utc(2026, 11, 12, 9, 39)),
+    ],
+)
+def test_the_next_owed_slot_skips_a_period_already_delivered(
+    zone: ZoneInfo, now: datetime, recorded: Recorded | None, expected: datetime
+) -> None:
+    since = utc(2026, 11, 1)
+    assert next_owed_slot(DAILY_1524, zone, now, since=since, recorded=recorded) == expected

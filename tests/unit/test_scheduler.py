@@ -16,6 +16,7 @@ from bot.digests.subscriptions import active_subscriptions, add_subscription, re
 from bot.rendering import Renderer
 from bot.storage.chats import save_chat
 from bot.storage.engine import session_factory
+from bot.storage.people import grant_lead
 from tests.support.recording import RecordingSession
 
 MSK = ZoneInfo("Europe/Moscow")
@@ -89,6 +90,10 @@ async def test_a_fired_job_runs_the_digest_and_moves_to_the_next_slot(
     digest_clock: DigestClock, sqlite_engine: AsyncEngine
 ) -> None:
     job_id = await subscribe(sqlite_engine, 1, "daily 09:00")
+    async with session_factory(sqlite_engine)() as session:
+        # A digest is sent only to a chat that may see data (bot.access).
+        await grant_lead(session, 1, granted_by=42, name=None)
+        await session.commit()
     await digest_clock.start()
     digest_clock.clock.now = datetime(2026, 11, 12, 9, 0, 1, tzinfo=MSK)  # type: ignore[attr-defined]
     await digest_clock._fire(job_id)
