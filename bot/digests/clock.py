@@ -91,13 +91,15 @@ class DigestClock:
             coalesce=True,
         )
 
-    async def _fire(self, subscription_id: int) -> None:
+    async def _fire(self, subscription_id: int) -> asyncio.Task[None]:
+        """The job: start the delivery in a task of this clock's own, and return that task."""
         self._slots.pop(subscription_id, None)
         task = asyncio.create_task(
             self._deliver(subscription_id), name=f"digest:{subscription_id}"
         )
         self._running.add(task)
         task.add_done_callback(self._running.discard)
+        return task
 
     async def _deliver(self, subscription_id: int) -> None:
         unsettled = True
