@@ -3,7 +3,11 @@
 Subscriptions in the database are the truth; the in-memory job store is rebuilt from them at
 start and after every change. Jobs never expire for lateness (misfire_grace_time=None: the
 default of one second silently drops a digest whose loop was busy), and at start one catch-up
-run settles slots missed while the bot was down.
+run settles slots missed while the bot was down; a slot it could not settle (its claim still
+held by a process that died, or Telegram failing) comes back when that claim's lease ends.
+
+A job only starts its delivery in a task of this clock's own: stopping APScheduler cancels the
+jobs it runs, and a digest between its parts must get the grace period to finish instead.
 """
 
 import asyncio
@@ -30,9 +34,12 @@ class DigestClock:
         engine: AsyncEngine,
         default_timezone: str,
         clock: Callable[[], datetime],
+        *,
+        grace: float = SHUTDOWN_GRACE,
     ) -> None:
         self.runner, self.engine = runner, engine
         self.default_timezone, self.clock = default_timezone, clock
+        self.grace = grace
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         # The slot each job stands for, in the application's clock.
         self._slots: dict[int, datetime] = {}
@@ -42,12 +49,14 @@ class DigestClock:
         self.scheduler.start()
         summary = await self.runner.run()
         logger.info(
-            "digest catch-up at start: %s sent, %s skipped, %s failed",
+            "digest catch-up at start: %s sent, %s skipped, %s failed, %s held by another",
             summary.sent,
             summary.skipped,
             summary.failed,
+            summary.busy,
         )
         await self.rebuild()
+        await self._reschedule(summary.unsettled, unsettled=True)
 
     async def rebuild(self) -> None:
         """Replace every job with one per active, unpaused subscription, at its next owed slot."""
@@ -95,31 +104,52 @@ class DigestClock:
             coalesce=True,
         )
 
-    async def _fire(self, subscription_id: int) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+    async def _fire(self, subscription_id: int) -> asyncio.Task[None]:
+        """The job: start the delivery in a task of this clock's own, and return that task."""
         self._slots.pop(subscription_id, None)
+        task = asyncio.create_task(
+            self._deliver(subscription_id), name=f"digest:{subscription_id}"
+        )
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return task
+
+    async def _deliver(self, subscription_id: int) -> None:
         unsettled = True
         try:
             summary = await self.runner.run(only={subscription_id})
-            unsettled = bool(summary.failed or summary.busy)
+            unsettled = subscription_id in summary.unsettled
         finally:
-            # Reschedule from the table: the subscription may have changed or gone meanwhile.
-            now = self.clock()
-            async with self.engine.connect() as connection:
-                found = await active_subscriptions(connection, {subscription_id})
-                upcoming = await self._next_slots(connection, found, now)
-            for found_id, when in upcoming.items():
-                if unsettled:
-                    # Come back once the claim it could not finish (or could not get) expires.
-                    when = min(when, now + CLAIM_TTL + timedelta(seconds=5))
-                self._schedule(found_id, when)
+            await self._reschedule({subscription_id}, unsettled=unsettled)
+
+    async def _reschedule(self, subscription_ids: set[int], *, unsettled: bool) -> None:
+        """Schedule each at its next owed slot; an unsettled one comes back once its claim's
+        lease (held by another runner, or released by this one) has surely ended."""
+        if not subscription_ids:
+            return
+        # From the table: the subscription may have changed or gone meanwhile.
+        now = self.clock()
+        async with self.engine.connect() as connection:
+            found = await active_subscriptions(connection, subscription_ids)
+            upcoming = await self._next_slots(connection, found, now)
+        for found_id, when in upcoming.items():
+            if unsettled:
+                when = min(when, now + CLAIM_TTL + timedelta(seconds=5))
+            self._schedule(found_id, when)
 
     async def shutdown(self) -> None:
-        """Stop the clock; a digest being sent is allowed to finish."""
+        """Stop the clock; a digest being sent gets the grace period, then releases its claim."""
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        if self._running:
-            await asyncio.wait(self._running, timeout=SHUTDOWN_GRACE)
+        if not self._running:
+            return
+        running = set(self._running)
+        _, unfinished = await asyncio.wait(running, timeout=self.grace)
+        for task in unfinished:
+            # The runner releases the claim as it is cancelled: the next start resumes it.
+            task.cancel()
+        if unfinished:
+            await asyncio.wait(unfinished)
+            logger.warning(
+                "%s digests stopped unfinished; their claims were released", len(unfinished)
+            )

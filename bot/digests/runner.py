@@ -8,6 +8,15 @@ missing. A slot found more than MAX_LATENESS late is recorded as skipped instead
 A digest is a report: its chat passes the access decision of commands (bot.access) when it is
 sent. A chat that may no longer see data gets nothing; the slot is recorded as skipped with the
 reason and the subscription is paused until an admin resumes it (`/digest resume N`).
+
+The ledger's invariant: a part is sent only by the runner holding the slot's claim, and a claim
+changes hands only once its lease ran out. A claim is a lease of CLAIM_TTL: its owner renews it
+every RENEW_EVERY while it delivers (also while it waits out a 429), and before every attempt at
+a part, retries included, makes sure at least ATTEMPT_LEASE of it is left, renewing it with a
+compare-and-set on its own name; if another runner took the slot over meanwhile, it stops
+without sending. A runner that gives up, or is stopped, releases its claims at once (the lease
+ends now), so the next run or the next process resumes the missing parts without waiting; the
+claim of a process that died unannounced (SIGKILL) is taken over when its lease runs out.
 """
 
 import asyncio
@@ -39,6 +48,7 @@ from bot.storage.engine import Executor, dialect_insert, write_transaction
 from bot.storage.tables import digest_deliveries
 from bot.telegram.delivery import PARTS, Uploads, deliver_bundle, produce_bundle
 from bot.telegram.keyboards import report_keyboard
+from bot.telegram.outbound import attempt_guard
 from reports.bundle import ReportBundle
 from reports.errors import N_, ReportError
 from reports.i18n import translator
@@ -54,7 +64,10 @@ TITLES = {
 }
 # A slot sent later than this after its time says so in its title.
 DELAY_NOTE_AFTER = timedelta(minutes=5)
-CLAIM_TTL = timedelta(minutes=10)
+CLAIM_TTL = timedelta(minutes=3)
+RENEW_EVERY = timedelta(seconds=30)
+# An attempt starts only with this much of its lease left: more than one request can take.
+ATTEMPT_LEASE = timedelta(minutes=2)
 # Why a slot found later than MAX_LATENESS was skipped, as recorded and logged.
 TOO_LATE = f"more than {MAX_LATENESS // timedelta(hours=1)} hours late"
 
@@ -97,6 +110,12 @@ class RunSummary:
     paused: int = 0
     rendered: int = 0
     chats: list[int] = field(default_factory=list)
+    # Subscriptions with a slot this run could not settle (failed, or claimed by another).
+    unsettled: set[int] = field(default_factory=set)
+
+
+class ClaimLost(Exception):
+    """Another runner took over the slot: this one must not send any more of it."""
 
 
 class DigestRunner:
@@ -113,6 +132,8 @@ class DigestRunner:
         self.bot, self.engine, self.renderer, self.settings = bot, engine, renderer, settings
         self.clock = clock
         self.instance_id = instance_id or uuid.uuid4().hex[:16]
+        # The lease end of each claim this runner holds, by (subscription, period key).
+        self._leases: dict[tuple[int, str], datetime] = {}
 
     async def run(self, only: set[int] | None = None) -> RunSummary:
         """Deliver every due digest (or those of the given subscriptions) not yet delivered."""
@@ -143,7 +164,9 @@ class DigestRunner:
                 parts = await self._claim(due, now)
                 if parts is None:
                     summary.busy += 1
+                    summary.unsettled.add(subscription.id)
                     continue
+                self._leases[_key(due)] = now + CLAIM_TTL
                 claimed.append((due, parts))
 
         bundles: dict[tuple[object, ...], tuple[ReportBundle | ReportError, Uploads]] = {}
@@ -152,16 +175,33 @@ class DigestRunner:
                 bundles[due.report_identity] = (await self._render(due), Uploads())
                 summary.rendered += 1
         # Each chat is its own task: a 429 or a slow chat holds up only itself.
-        results = await asyncio.gather(
-            *(self._deliver(due, parts, *bundles[due.report_identity]) for due, parts in claimed),
-            return_exceptions=True,
-        )
+        heartbeat = asyncio.create_task(self._renew_while_delivering(), name="digest-leases")
+        try:
+            results = await asyncio.gather(
+                *(
+                    self._deliver(due, parts, *bundles[due.report_identity])
+                    for due, parts in claimed
+                ),
+                return_exceptions=True,
+            )
+        finally:
+            heartbeat.cancel()
         for (due, _parts), result in zip(claimed, results, strict=True):
+            self._leases.pop(_key(due), None)
             if result is True:
                 summary.sent += 1
                 summary.chats.append(due.subscription.chat_id)
+            elif isinstance(result, ClaimLost):
+                summary.busy += 1
+                summary.unsettled.add(due.subscription.id)
+                logger.warning(
+                    "digest %s for %s was taken over by another runner: this one stopped",
+                    due.subscription.id,
+                    due.period_key,
+                )
             else:
                 summary.failed += 1
+                summary.unsettled.add(due.subscription.id)
                 if isinstance(result, BaseException):
                     logger.error(
                         "digest %s to chat %s failed",
@@ -211,7 +251,7 @@ class DigestRunner:
                     digest_deliveries.c.subscription_id == due.subscription.id,
                     digest_deliveries.c.period_key == due.period_key,
                     digest_deliveries.c.status == "claimed",
-                    digest_deliveries.c.claim_expires_at < now,
+                    digest_deliveries.c.claim_expires_at <= now,
                 )
                 .values(status="skipped", detail=detail, updated_at=now)
             )
@@ -250,7 +290,7 @@ class DigestRunner:
                     )
                 )
             ).one()
-            if row.status != "claimed" or row.claim_expires_at >= now:
+            if row.status != "claimed" or row.claim_expires_at > now:
                 return None
             # Compare-and-set: only one runner can take over the expired claim it read.
             taken = await connection.execute(
@@ -302,6 +342,29 @@ class DigestRunner:
     async def _deliver(
         self, due: DueDigest, done: set[str], bundle: ReportBundle | ReportError, uploads: Uploads
     ) -> bool:
+        """Send the slot's missing parts; on giving up or being stopped, release the claim."""
+
+        async def still_owner() -> None:
+            await self._ensure_lease(due)
+
+        guard = attempt_guard.set(still_owner)
+        try:
+            delivered = await self._deliver_parts(due, done, bundle, uploads)
+        except ClaimLost:
+            raise
+        except BaseException:
+            # Shielded: a stop that cancels this delivery still hands its claim on.
+            await asyncio.shield(self._release(due))
+            raise
+        finally:
+            attempt_guard.reset(guard)
+        if not delivered:
+            await self._release(due)
+        return delivered
+
+    async def _deliver_parts(
+        self, due: DueDigest, done: set[str], bundle: ReportBundle | ReportError, uploads: Uploads
+    ) -> bool:
         chat_id = due.subscription.chat_id
 
         async def record(part: str) -> None:
@@ -350,6 +413,73 @@ class DigestRunner:
                 return False
         return False
 
+    async def renew_claims(self) -> None:
+        """Extend the lease of every claim this runner holds; forget those taken over."""
+        if not self._leases:
+            return
+        now = self.clock()
+        async with write_transaction(self.engine) as connection:
+            renewed = await connection.execute(
+                update(digest_deliveries)
+                .where(
+                    digest_deliveries.c.claimed_by == self.instance_id,
+                    digest_deliveries.c.status == "claimed",
+                )
+                .values(claim_expires_at=now + CLAIM_TTL)
+                .returning(digest_deliveries.c.subscription_id, digest_deliveries.c.period_key)
+            )
+            held = {(row.subscription_id, row.period_key) for row in renewed}
+        for key in list(self._leases):
+            if key in held:
+                self._leases[key] = now + CLAIM_TTL
+            else:
+                self._leases[key] = now  # taken over: the next attempt finds out and stops
+
+    async def _renew_while_delivering(self) -> None:
+        while True:
+            await asyncio.sleep(RENEW_EVERY.total_seconds())
+            try:
+                await self.renew_claims()
+            except Exception:  # noqa: BLE001 - the next beat or the attempt guard tries again
+                logger.warning("could not renew the digest claims", exc_info=True)
+
+    async def _ensure_lease(self, due: DueDigest) -> None:
+        """Before an attempt at a part: keep ATTEMPT_LEASE of the claim, or stop if it is gone."""
+        now = self.clock()
+        if self._leases.get(_key(due), now) - now >= ATTEMPT_LEASE:
+            return
+        async with write_transaction(self.engine) as connection:
+            renewed = await connection.execute(
+                update(digest_deliveries)
+                .where(
+                    digest_deliveries.c.subscription_id == due.subscription.id,
+                    digest_deliveries.c.period_key == due.period_key,
+                    digest_deliveries.c.claimed_by == self.instance_id,
+                    digest_deliveries.c.status == "claimed",
+                )
+                .values(claim_expires_at=now + CLAIM_TTL)
+            )
+        if not renewed.rowcount:
+            raise ClaimLost(f"digest {due.subscription.id} for {due.period_key}")
+        self._leases[_key(due)] = now + CLAIM_TTL
+
+    async def _release(self, due: DueDigest) -> None:
+        """End this runner's lease now, parts kept, so the next run resumes it at once."""
+        try:
+            async with write_transaction(self.engine) as connection:
+                await connection.execute(
+                    update(digest_deliveries)
+                    .where(
+                        digest_deliveries.c.subscription_id == due.subscription.id,
+                        digest_deliveries.c.period_key == due.period_key,
+                        digest_deliveries.c.claimed_by == self.instance_id,
+                        digest_deliveries.c.status == "claimed",
+                    )
+                    .values(claim_expires_at=self.clock())
+                )
+        except Exception:  # noqa: BLE001 - the lease then simply runs out
+            logger.warning("could not release the claim of digest %s", due.subscription.id)
+
     async def _update(self, due: DueDigest, **values: object) -> None:
         async with write_transaction(self.engine) as connection:
             await connection.execute(
@@ -361,6 +491,10 @@ class DigestRunner:
                 )
                 .values(updated_at=self.clock(), **values)
             )
+
+
+def _key(due: DueDigest) -> tuple[int, str]:
+    return (due.subscription.id, due.period_key)
 
 
 def _ledger_row(connection: AsyncConnection, due: DueDigest, **values: object) -> Any:

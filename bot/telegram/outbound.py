@@ -13,6 +13,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -174,6 +175,13 @@ def backoff_delays(first: float, *, limit: float, jitter: float = 0.0) -> Iterat
         delay = min(delay * 2, limit)
 
 
+# Set by a caller that may lose the right to send while a request waits (a digest's claim):
+# awaited before every attempt, retries included; raising stops the request unsent.
+attempt_guard: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
+    "attempt_guard", default=None
+)
+
+
 async def retry(
     call: Callable[[], Awaitable[T]],
     *,
@@ -188,6 +196,8 @@ async def retry(
     `attempts` failures (None: for ever). `on_retry(error, failures, delay)` logs each wait."""
     failures = 0
     while True:
+        if (guard := attempt_guard.get()) is not None:
+            await guard()
         try:
             return await call()
         except TelegramRetryAfter as exc:

@@ -7,12 +7,14 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.app import build_bot
+from bot.digests import runner as runner_module
+from bot.digests.clock import DigestClock
 from bot.digests.rules import parse_rule
-from bot.digests.runner import DigestRunner
+from bot.digests.runner import CLAIM_TTL, DigestRunner
 from bot.digests.subscriptions import add_subscription
 from bot.rendering import Renderer
 from bot.storage.chats import save_chat, set_enabled
@@ -178,23 +180,146 @@ async def test_restart_between_parts_sends_only_the_missing_parts(
     await seed(sqlite_engine, tmp_path)
     await subscribe(sqlite_engine, 1001)
     clock = FrozenClock(SLOT + timedelta(seconds=5))
-    # The album fails three times: the first runner gives up after the text went out.
+    # The album fails three times: the first runner gives up after the text went out, and
+    # releases its claim instead of holding it for the rest of its lease.
     tg.fail_next("sendMediaGroup", status=500, times=3)
     first = await runners.make(sqlite_engine, clock, name="first").run()
-    assert first.failed == 1
+    assert first.failed == 1 and first.unsettled == {1}
     assert await ledger(sqlite_engine) == [("2026-11-10", "claimed", "text")]
+    assert await lease_end(sqlite_engine) == clock.now
 
-    # Another process while the claim is still held: it must not send anything.
-    clock.now += timedelta(minutes=2)
-    busy = await runners.make(sqlite_engine, clock, name="second").run()
-    assert (busy.sent, busy.busy) == (0, 1)
-
-    # After the claim expires a new process takes it over and sends the rest only.
-    clock.now += timedelta(minutes=10)
-    resumed = await runners.make(sqlite_engine, clock, name="third").run()
+    # The next run (here another process, a minute later) resumes the missing parts at once.
+    clock.now += timedelta(minutes=1)
+    resumed = await runners.make(sqlite_engine, clock, name="second").run()
     assert resumed.sent == 1
     assert len(ok_calls(tg, "sendMessage", 1001)) == 1
     assert len(ok_calls(tg, "sendMediaGroup", 1001)) == 1
+    assert len(ok_calls(tg, "sendDocument", 1001)) == 1
+    assert await ledger(sqlite_engine) == [("2026-11-10", "sent", "text,charts,csv")]
+
+
+async def lease_end(engine: AsyncEngine) -> datetime:
+    async with engine.connect() as connection:
+        return (
+            await connection.execute(select(digest_deliveries.c.claim_expires_at))
+        ).scalar_one()
+
+
+async def hold_claim(engine: AsyncEngine, owner: str, until: datetime, parts: str) -> None:
+    """The ledger as a process left it that died (SIGKILL) between the parts of the slot."""
+    async with engine.begin() as connection:
+        await connection.execute(
+            insert(digest_deliveries).values(
+                subscription_id=1,
+                period_key="2026-11-10",
+                slot_at=SLOT,
+                status="claimed",
+                claimed_by=owner,
+                claim_expires_at=until,
+                parts=parts,
+                updated_at=until - CLAIM_TTL,
+            )
+        )
+
+
+async def test_a_dead_owners_claim_is_resumed_when_its_lease_ends_not_tomorrow(
+    tg: FakeTelegram, runners: Runners, sqlite_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    await seed(sqlite_engine, tmp_path)
+    await subscribe(sqlite_engine, 1001)
+    clock = FrozenClock(SLOT + timedelta(seconds=30))
+    await hold_claim(sqlite_engine, "killed", clock.now + timedelta(seconds=90), "text")
+    digest_clock = DigestClock(runners.make(sqlite_engine, clock), sqlite_engine, "UTC", clock)
+    await digest_clock.start()
+    try:
+        # The catch-up at start found the slot held: it comes back once that lease ended.
+        assert digest_clock.next_runs()[1] <= clock.now + CLAIM_TTL + timedelta(seconds=5)
+        clock.now += CLAIM_TTL
+        resumed = await digest_clock.runner.run()
+    finally:
+        await digest_clock.shutdown()
+    assert resumed.sent == 1
+    assert ok_calls(tg, "sendMessage", 1001) == []
+    assert len(ok_calls(tg, "sendDocument", 1001)) == 1
+    assert await ledger(sqlite_engine) == [("2026-11-10", "sent", "text,charts,csv")]
+
+
+async def test_a_stop_lets_a_digest_between_parts_finish(
+    tg: FakeTelegram, runners: Runners, sqlite_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    await seed(sqlite_engine, tmp_path)
+    await subscribe(sqlite_engine, 1001)
+    clock = FrozenClock(SLOT + timedelta(seconds=5))
+    digest_clock = DigestClock(runners.make(sqlite_engine, clock), sqlite_engine, "UTC", clock)
+    digest_clock.scheduler.start()
+    # The album waits out a 429 when the stop comes (SIGTERM stops the clock this way).
+    tg.fail_next("sendMediaGroup", status=429, retry_after=1)
+    digest_clock._schedule(1, clock.now)
+    await tg.wait_for("sendMediaGroup")
+    await digest_clock.shutdown()
+    assert await ledger(sqlite_engine) == [("2026-11-10", "sent", "text,charts,csv")]
+    assert len(ok_calls(tg, "sendDocument", 1001)) == 1
+
+
+async def test_a_stop_past_the_grace_releases_the_claim_for_the_next_start(
+    tg: FakeTelegram, runners: Runners, sqlite_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    await seed(sqlite_engine, tmp_path)
+    await subscribe(sqlite_engine, 1001)
+    clock = FrozenClock(SLOT + timedelta(seconds=5))
+    runner = runners.make(sqlite_engine, clock, name="stopped")
+    digest_clock = DigestClock(runner, sqlite_engine, "UTC", clock, grace=0)
+    digest_clock.scheduler.start()
+    tg.fail_next("sendMediaGroup", status=429, retry_after=30)
+    digest_clock._schedule(1, clock.now)
+    await tg.wait_for("sendMediaGroup")
+    await digest_clock.shutdown()
+    assert await ledger(sqlite_engine) == [("2026-11-10", "claimed", "text")]
+    assert await lease_end(sqlite_engine) == clock.now
+    # The next start takes it over at once and sends only what is missing.
+    resumed = await runners.make(sqlite_engine, clock, name="restarted").run()
+    assert resumed.sent == 1
+    assert len(ok_calls(tg, "sendMessage", 1001)) == 1
+    assert len(ok_calls(tg, "sendDocument", 1001)) == 1
+
+
+async def test_a_live_owner_keeps_its_claim_while_it_waits_out_a_429(
+    tg: FakeTelegram, runners: Runners, sqlite_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    await seed(sqlite_engine, tmp_path)
+    await subscribe(sqlite_engine, 1001)
+    clock = FrozenClock(SLOT + timedelta(seconds=5))
+    first = runners.make(sqlite_engine, clock, name="first")
+    tg.fail_next("sendDocument", status=429, retry_after=1)
+    delivery = asyncio.create_task(first.run())
+    await tg.wait_for("sendDocument")
+    # Longer than a lease passes while it waits; its heartbeat renews the claim meanwhile.
+    clock.now += CLAIM_TTL + timedelta(minutes=1)
+    await first.renew_claims()
+    second = await runners.make(sqlite_engine, clock, name="second").run()
+    assert (second.sent, second.busy) == (0, 1)
+    assert (await delivery).sent == 1
+    assert len(ok_calls(tg, "sendDocument", 1001)) == 1
+    assert await ledger(sqlite_engine) == [("2026-11-10", "sent", "text,charts,csv")]
+
+
+async def test_an_owner_whose_claim_was_taken_over_sends_nothing_more(
+    tg: FakeTelegram, runners: Runners, sqlite_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    await seed(sqlite_engine, tmp_path)
+    await subscribe(sqlite_engine, 1001)
+    clock = FrozenClock(SLOT + timedelta(seconds=5))
+    first = runners.make(sqlite_engine, clock, name="first")
+    tg.fail_next("sendDocument", status=429, retry_after=1)
+    delivery = asyncio.create_task(first.run())
+    await tg.wait_for("sendDocument")
+    # The owner's lease ran out unrenewed (its loop stalled): another runner takes over.
+    clock.now += CLAIM_TTL + timedelta(minutes=1)
+    second = await runners.make(sqlite_engine, clock, name="second").run()
+    assert second.sent == 1
+    # The first one's retry finds the claim gone before its attempt and stops.
+    stopped = await delivery
+    assert (stopped.sent, stopped.busy) == (0, 1)
     assert len(ok_calls(tg, "sendDocument", 1001)) == 1
     assert await ledger(sqlite_engine) == [("2026-11-10", "sent", "text,charts,csv")]
 
@@ -442,3 +567,34 @@ async def test_a_private_chat_whose_user_lost_the_role_gets_no_digest_and_it_is_
     assert len(ok_calls(tg, "sendDocument", 8002)) == 1
     assert ("2026-11-10", "skipped", "no access: no role") in await ledger_details(sqlite_engine)
     assert await paused_states(sqlite_engine) == {former: ["no role"], 8002: [None]}
+
+
+async def test_the_heartbeat_renews_the_claims_while_a_delivery_waits(
+    tg: FakeTelegram,
+    runners: Runners,
+    sqlite_engine: AsyncEngine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await seed(sqlite_engine, tmp_path)
+    await subscribe(sqlite_engine, 1001)
+    monkeypatch.setattr(runner_module, "RENEW_EVERY", timedelta(milliseconds=10))
+    renewed = asyncio.Event()
+    renew = DigestRunner.renew_claims
+
+    async def noted(self: DigestRunner) -> None:
+        await renew(self)
+        renewed.set()
+
+    monkeypatch.setattr(DigestRunner, "renew_claims", noted)
+    clock = FrozenClock(SLOT + timedelta(seconds=5))
+    tg.fail_next("sendDocument", status=429, retry_after=1)
+    delivery = asyncio.create_task(runners.make(sqlite_engine, clock).run())
+    await tg.wait_for("sendDocument")
+    clock.now += timedelta(minutes=1)
+    # A beat that began before the clock moved may still land first: wait for a later one.
+    async with asyncio.timeout(10):
+        while await lease_end(sqlite_engine) != clock.now + CLAIM_TTL:
+            renewed.clear()
+            await renewed.wait()
+    assert (await delivery).sent == 1

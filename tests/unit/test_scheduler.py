@@ -96,7 +96,7 @@ async def test_a_fired_job_runs_the_digest_and_moves_to_the_next_slot(
         await session.commit()
     await digest_clock.start()
     digest_clock.clock.now = datetime(2026, 11, 12, 9, 0, 1, tzinfo=MSK)  # type: ignore[attr-defined]
-    await digest_clock._fire(job_id)
+    await (await digest_clock._fire(job_id))
     session = digest_clock.runner.bot.session
     assert isinstance(session, RecordingSession)
     # An empty database still gets its (empty) report: text and CSV, no pies.
