@@ -272,6 +272,27 @@ async def test_a_group_that_forbids_photos_gets_the_text_one_note_and_the_csv(
         await live.assert_serves_help()
 
 
+async def test_a_button_whose_answer_fails_three_times_still_gets_its_report(
+    hand_counted: AsyncEngine,
+) -> None:
+    async with production(hand_counted) as live:
+        # A message that carries no buttons: the fake then takes any callback data.
+        live.tg.fail_next("answerCallbackQuery", 500, times=3)
+        update = live.tg.press_button(
+            "rep:yesterday::", chat_id=ADMIN, user_id=ADMIN, message_id=1
+        )
+        await live.tg.wait_for("sendDocument", timeout=30)
+        await live.settle(update)
+
+        answers = live.tg.calls("answerCallbackQuery")
+        assert [call.status for call in answers] == [500, 500, 500]
+        # Answering the press is best effort: the report is what was asked for, and no
+        # incident is reported on top of it.
+        assert_one_report(live)
+        assert live.tg.errors() == answers
+        await live.assert_serves_help()
+
+
 # -- Telegram unreachable at start-up, and polling faults --------------------------------------
 
 
