@@ -15,18 +15,20 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiogram import Bot
 from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, InputMediaPhoto, Message
 from aiogram.utils.chat_action import ChatActionSender
 from aiogram.utils.i18n import gettext as _
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.config import Settings
 from bot.ingest.status import newest_data, silent_sources
 from bot.rendering import Renderer
 from bot.storage.chats import chat_zone
+from bot.storage.engine import read_retrying
 from bot.telegram.keyboards import report_keyboard
 from bot.telegram.outbound import REJECTED, UNDELIVERABLE
 from reports.bundle import ReportBundle
@@ -95,7 +97,8 @@ async def produce_bundle(
     """Compute and render one report; with `silent_after` (digests) it also warns of desk
     sources silent for longer than that."""
     as_of = now or datetime.now(UTC)
-    async with engine.connect() as connection:
+
+    async def read(connection: AsyncConnection) -> tuple[Any, ...]:
         report = await build_report(connection, periods, report_filter)
         trend = await build_trend(connection, periods, report_filter)
         data_until = await newest_data(connection)
@@ -104,6 +107,10 @@ async def produce_bundle(
             if silent_after is not None
             else []
         )
+        return report, trend, data_until, silent
+
+    # A connection the server ends during the report (a restart, a failover) is replaced once.
+    report, trend, data_until, silent = await read_retrying(engine, read)
     report = replace(
         report,
         data_until=data_until,
@@ -222,8 +229,10 @@ class ReportService:
     async def zone_of(self, chat_id: int) -> ZoneInfo:
         # Its own short read, ended before the report: a long report must not run inside a
         # read transaction (it would hold a pooled connection all along).
-        async with self.engine.connect() as connection:
-            return await chat_zone(connection, chat_id, self.settings.timezone)
+        return await read_retrying(
+            self.engine,
+            lambda connection: chat_zone(connection, chat_id, self.settings.timezone),
+        )
 
     async def send(
         self, bot: Bot, chat_id: int, request: ReportRequest, *, lang: str
