@@ -21,7 +21,7 @@ from bot.config import Settings, load_settings, zone_named
 from bot.errors import N_, AppError, CliError
 from bot.ingest.chatwoot_sync import SyncError, TextProgress, sync_chatwoot
 from bot.ingest.demo import load_demo
-from bot.ingest.files import import_file
+from bot.ingest.files import conflict_report, import_file
 from bot.ingest.status import newest_data
 from bot.logs import setup_logging
 from bot.storage.aggregates import aggregates_size, rebuild_aggregates
@@ -131,6 +131,9 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 f"imported {args.file.name}: {result.rows} rows, {result.new} new, "
                 f"{result.duplicates} duplicates"
             )
+            # Two sources disagree about these appeals: an operator should look.
+            for line in conflict_report(result, translator(settings.language)):
+                print(line)
         elif command == "demo":
             loaded = await load_demo(engine, now=datetime.now(UTC), force=args.force)
             print(

@@ -17,7 +17,7 @@ from bot.digests.subscriptions import deactivate_chat, pause_subscriptions
 from bot.storage.chats import move_chat, set_enabled
 from bot.storage.people import grant_lead, list_people, revoke_lead
 from bot.telegram.delivery import send_lines
-from bot.telegram.middlewares import GROUP_TYPES, AfterCommit
+from bot.telegram.middlewares import GROUP_TYPES, SERVICE_USER_IDS, AfterCommit
 from reports.errors import is_number
 
 logger = logging.getLogger(__name__)
@@ -59,6 +59,16 @@ def build_router() -> Router:
             )
             return
         user_id, name = target
+        if user_id in SERVICE_USER_IDS:
+            # A reply to a linked channel's post or an anonymous admin's message names
+            # Telegram's stand-in for the chat (777000, 1087968824, 136817688), not a person.
+            await message.answer(
+                _(
+                    "{user_id} is a Telegram service account, not a person: reply to the "
+                    "person's own message, or send /grant with their numeric id."
+                ).format(user_id=user_id)
+            )
+            return
         if user_id in settings.admin_ids:
             await message.answer(_("{user_id} is an admin already.").format(user_id=user_id))
             return
@@ -159,7 +169,8 @@ def build_router() -> Router:
     # Joining only: a promotion inside a group the bot already serves is not "being added".
     @router.my_chat_member(ChatMemberUpdatedFilter(JOIN_TRANSITION))
     async def added(event: ChatMemberUpdated, bot: Bot, settings: Settings) -> None:
-        if event.chat.type not in GROUP_TYPES:
+        # A channel too: whoever can post there would otherwise have the bot as a member.
+        if event.chat.type not in (*GROUP_TYPES, "channel"):
             return
         if event.from_user.id not in settings.admin_ids:
             logger.warning(

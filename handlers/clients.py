@@ -7,7 +7,7 @@ from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
 
 from bot.telegram.delivery import ReportService
-from bot.telegram.keyboards import BUTTON_PERIODS, ReportButton
+from bot.telegram.keyboards import BUTTON_PERIODS, ReportButton, stop_spinner
 from reports.model import ReportFilter
 from reports.request import ReportRequest, parse_request
 
@@ -37,7 +37,7 @@ def build_router() -> Router:
         report_service: ReportService,
         i18n: I18n,
     ) -> None:
-        await query.answer()
+        await stop_spinner(query)
         if query.message is None:
             return
         request = ReportRequest(

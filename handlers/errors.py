@@ -11,11 +11,20 @@ from aiogram.utils.i18n import gettext as _
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from bot.storage.engine import connection_lost
 from reports.errors import ReportError
 
 logger = logging.getLogger(__name__)
 
 TEMPORARY_DATABASE_ERRORS = (OperationalError, InterfaceError, PoolTimeoutError, ConnectionError)
+
+
+def database_temporarily_unavailable(event: ErrorEvent) -> bool:
+    """A lock held too long, a full pool, or a connection the server ended (any DBAPIError
+    that says so, not only OperationalError): worth a retry in a minute, not an incident."""
+    return isinstance(event.exception, TEMPORARY_DATABASE_ERRORS) or connection_lost(
+        event.exception
+    )
 
 
 async def reply_to_update(event: ErrorEvent, bot: Bot, text: str) -> None:
@@ -36,7 +45,7 @@ def build_router() -> Router:
         assert isinstance(event.exception, ReportError)
         await reply_to_update(event, bot, html.escape(event.exception.localized(_), quote=False))
 
-    @router.error(ExceptionTypeFilter(*TEMPORARY_DATABASE_ERRORS))
+    @router.error(database_temporarily_unavailable)
     async def database_unavailable(event: ErrorEvent, bot: Bot) -> None:
         # A lock held longer than the busy timeout, or a lost PostgreSQL connection: the
         # transaction was rolled back, and the pool reconnects on the next command.

@@ -19,6 +19,8 @@ class ReportBundle:
     csv: bytes
     # clients_<first day>_<last day>.csv, the name a lead sees in Telegram.
     csv_name: str
+    # The language the bundle is written in; notes about its delivery use it too.
+    lang: str
 
     @property
     def charts(self) -> list[tuple[str, bytes]]:
@@ -80,4 +82,5 @@ def render_bundle(
         trend_png=trend_png,
         csv=render_csv(report, delimiter=delimiter),
         csv_name=csv_file_name(report),
+        lang=lang,
     )

@@ -93,6 +93,8 @@ _BUTTON_ACTIONS = _words(
 _GIFT_TYPES = _words(
     "unlimited_gifts limited_gifts unique_gifts premium_subscription gifts_from_channels"
 )
+# What Telegram's refusal calls each permission (can_send_messages is about text messages).
+_RIGHT_NAMES = {"messages": "text messages", "photos": "photos", "documents": "documents"}
 _COMMAND_NAME = re.compile(r"[a-z0-9_]{1,32}")
 _COMMAND_WORD = re.compile(r"/[A-Za-z0-9_]{1,64}(?:@[A-Za-z0-9_]{3,32})?")
 _USERNAME_REF = re.compile(r"@[A-Za-z0-9_]{1,64}")
@@ -1037,6 +1039,23 @@ class FakeTelegram:
             )
         self._blocked[chat_id] = description
 
+    def restrict_chat(
+        self,
+        chat_id: int,
+        *,
+        messages: bool = True,
+        photos: bool = True,
+        documents: bool = True,
+    ) -> None:
+        """The chat's default permissions forbid members (the bot included) to send these:
+        Telegram answers such a send with 400 "not enough rights to send ... to the chat"."""
+        chat = self._chats.get(chat_id) or self._infer_chat(chat_id)
+        chat["permissions"] = {
+            "can_send_messages": messages,
+            "can_send_photos": photos,
+            "can_send_documents": documents,
+        }
+
     def unblock_chat(self, chat_id: int) -> None:
         self._blocked.pop(chat_id, None)
 
@@ -1177,6 +1196,11 @@ class FakeTelegram:
             )
         if call.method in CHAT_WRITE_METHODS and chat_id in self._blocked:
             raise ApiError(403, self._blocked[chat_id])
+
+    def _check_rights(self, chat: dict[str, Any], kind: str) -> None:
+        """A chat whose permissions forbid this kind of message refuses it for good."""
+        if not chat.get("permissions", {}).get(f"can_send_{kind}", True):
+            raise _bad(f"not enough rights to send {_RIGHT_NAMES[kind]} to the chat")
 
     def _alloc_message_id(self, chat_id: int) -> int:
         message_id = self._next_message_id[chat_id]
@@ -1491,6 +1515,7 @@ class FakeTelegram:
 
     def _send_message(self, call: Call) -> dict[str, Any]:
         chat = self._chat(self._chat_id(call))
+        self._check_rights(chat, "messages")
         text, entities = self._text(call)
         markup = self._reply_markup(call)
         reply = self._reply_to(call, chat["id"])
@@ -1503,6 +1528,7 @@ class FakeTelegram:
 
     def _send_photo(self, call: Call) -> dict[str, Any]:
         chat = self._chat(self._chat_id(call))
+        self._check_rights(chat, "photos")
         caption = self._caption(
             call, call.params.get("caption", ""), call.params.get("parse_mode", "")
         )
@@ -1519,6 +1545,7 @@ class FakeTelegram:
 
     def _send_document(self, call: Call) -> dict[str, Any]:
         chat = self._chat(self._chat_id(call))
+        self._check_rights(chat, "documents")
         caption = self._caption(
             call, call.params.get("caption", ""), call.params.get("parse_mode", "")
         )
@@ -1560,6 +1587,9 @@ class FakeTelegram:
             raise _bad("document can't be mixed with other media types")
         if "audio" in kinds and len(kinds) > 1:
             raise _bad("audio can't be mixed with other media types")
+        for kind in ("photos", "documents"):
+            if kind.removesuffix("s") in kinds:
+                self._check_rights(chat, kind)
         reply = self._reply_to(call, chat["id"])
         items = []
         for item in media:

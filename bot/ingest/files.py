@@ -17,11 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.errors import N_, AppError, N_plural
 from bot.ingest.merge import (
     BATCH_SIZE,
+    Conflict,
     ImportResult,
     create_staging,
     import_cache,
     merge_staging,
     stage_rows,
+    staged_conflicts,
 )
 from bot.ingest.payloads import EARLIEST, LATEST
 from reports.schema import NAME_MAX
@@ -104,16 +106,59 @@ async def import_file(engine: AsyncEngine, path: Path) -> ImportResult:
                     await stage_rows(connection, batch)
             if reader.problems:
                 raise ImportFileError.from_problems(reader.problems)
+            conflict_count, conflicts = await staged_conflicts(connection, MAX_LISTED_PROBLEMS)
             new = await merge_staging(connection)
-    result = ImportResult(rows=reader.rows, new=new, duplicates=reader.rows - new)
+    result = ImportResult(
+        rows=reader.rows,
+        new=new,
+        duplicates=reader.rows - new,
+        conflict_count=conflict_count,
+        conflicts=conflicts,
+    )
     logger.info(
-        "imported %s: %s rows, %s new, %s duplicates",
+        "imported %s: %s rows, %s new, %s duplicates, %s conflicting",
         path,
         result.rows,
         result.new,
         result.duplicates,
+        result.conflict_count,
     )
     return result
+
+
+def conflict_report(result: ImportResult, translations: gettext.NullTranslations) -> list[str]:
+    """A heading and one line per conflict (the first MAX_LISTED_PROBLEMS), or nothing."""
+    if not result.conflict_count:
+        return []
+    heading = translations.ngettext(
+        "{count} appeal in the file disagrees with the stored one (the stored one is kept):",
+        "{count} appeals in the file disagree with the stored ones (the stored ones are kept):",
+        result.conflict_count,
+    ).format(count=result.conflict_count)
+    lines = [heading, *(_conflict_line(c, translations) for c in result.conflicts)]
+    hidden = result.conflict_count - len(result.conflicts)
+    if hidden > 0:
+        lines.append(translations.gettext("... and {count} more").format(count=hidden))
+    return lines
+
+
+def _conflict_line(conflict: Conflict, translations: gettext.NullTranslations) -> str:
+    return translations.gettext(
+        "line {line}: appeal {appeal_id} is stored with client {stored_client}, "
+        "{stored_channel} / {stored_app}, {stored_at}; the file says client {client}, "
+        "{channel} / {app}, {created_at}"
+    ).format(
+        line=conflict.line,
+        appeal_id=_show(conflict.appeal_id),
+        stored_client=_show(conflict.stored_client),
+        stored_channel=conflict.stored_channel,
+        stored_app=conflict.stored_app,
+        stored_at=conflict.stored_at.isoformat(sep=" "),
+        client=_show(conflict.client_id),
+        channel=conflict.channel,
+        app=conflict.app,
+        created_at=conflict.created_at.isoformat(sep=" "),
+    )
 
 
 class _FileReader:

@@ -23,6 +23,7 @@ from sqlalchemy import (
     delete,
     exists,
     func,
+    or_,
     select,
     text,
     update,
@@ -67,12 +68,31 @@ staging = Table(
 )
 
 
+class Conflict(NamedTuple):
+    """A staged row whose appeal_id is stored with another client, app or time: two sources
+    disagree, and the stored row is kept."""
+
+    line: int
+    appeal_id: str
+    stored_client: str
+    stored_channel: str
+    stored_app: str
+    stored_at: datetime
+    client_id: str
+    channel: str
+    app: str
+    created_at: datetime
+
+
 @dataclass(frozen=True, slots=True)
 class ImportResult:
     rows: int
     new: int
     # Rows whose appeal_id already existed, in the database or earlier in the same file.
     duplicates: int
+    # Of the duplicates, how many disagree with the stored row, and the first of them by line.
+    conflict_count: int = 0
+    conflicts: tuple[Conflict, ...] = ()
 
 
 class AppealRow(NamedTuple):
@@ -115,6 +135,46 @@ async def import_cache(connection: AsyncConnection) -> AsyncIterator[None]:
         yield
     finally:
         await connection.execute(text(f"PRAGMA cache_size = {previous}"))
+
+
+async def staged_conflicts(
+    connection: AsyncConnection, limit: int
+) -> tuple[int, tuple[Conflict, ...]]:
+    """How many staged rows name a stored appeal with another client, channel, app or time,
+    and the first `limit` of them by line; one pass over the staging table, nothing merged."""
+    stored = (
+        staging.join(appeals, appeals.c.external_id == staging.c.appeal_id)
+        .join(clients, clients.c.id == appeals.c.client_id)
+        .join(apps, apps.c.id == appeals.c.app_id)
+    )
+    differs = or_(
+        clients.c.external_id != staging.c.client_id,
+        apps.c.channel != staging.c.channel,
+        apps.c.name != staging.c.app,
+        appeals.c.created_at != staging.c.created_at,
+    )
+    count = await connection.scalar(select(func.count()).select_from(stored).where(differs))
+    if not count:
+        return 0, ()
+    rows = await connection.execute(
+        select(
+            staging.c.line,
+            staging.c.appeal_id,
+            clients.c.external_id,
+            apps.c.channel,
+            apps.c.name,
+            appeals.c.created_at,
+            staging.c.client_id,
+            staging.c.channel,
+            staging.c.app,
+            staging.c.created_at,
+        )
+        .select_from(stored)
+        .where(differs)
+        .order_by(staging.c.line)
+        .limit(limit)
+    )
+    return int(count), tuple(Conflict._make(row) for row in rows)
 
 
 async def create_staging(connection: AsyncConnection) -> None:

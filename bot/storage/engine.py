@@ -1,15 +1,17 @@
 """Database engine for SQLite (default) and PostgreSQL, and schema migration through Alembic."""
 
 import logging
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, InternalError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -28,6 +30,47 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 # Storage functions take the update's session or a connection of their own alike.
 Executor = AsyncSession | AsyncConnection
+T = TypeVar("T")
+# SQLSTATE classes of a connection the server ended or refused: 08 (connection exception) and
+# 57P (an administrator's shutdown, a crash, a server still starting).
+_LOST_SQLSTATES = ("08", "57P")
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """The database error says the connection is gone (a restart, a failover, a terminated
+    session), not that the statement was wrong: a read may be tried again on a fresh one.
+
+    A session the server ended mid-query surfaces in several ways: the driver notices the
+    closed socket (SQLAlchemy then invalidates the connection), reports the server's shutdown
+    code, or finds its protocol in an impossible state (asyncpg's InternalClientError).
+    """
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated or isinstance(
+        exc, OperationalError | InterfaceError | InternalError
+    ):
+        return True
+    sqlstate = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", "") or "")
+    return sqlstate.startswith(_LOST_SQLSTATES)
+
+
+async def read_retrying(engine: AsyncEngine, read: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """Run a read on a connection of its own; if the connection is lost meanwhile, once more on
+    a fresh one (a read has no effect to repeat). A second loss is raised to the caller."""
+    for attempt in (1, 2):
+        async with engine.connect() as connection:
+            try:
+                return await read(connection)
+            except DBAPIError as exc:
+                if attempt == 2 or not connection_lost(exc):
+                    raise
+                # Not back into the pool: the next checkout opens a new connection.
+                await connection.invalidate()
+                logger.warning(
+                    "database connection lost during a read (%s): retrying on a fresh one",
+                    type(exc.orig).__name__,
+                )
+    raise AssertionError("unreachable")
 
 
 def create_engine(url: str) -> AsyncEngine:

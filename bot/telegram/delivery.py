@@ -2,6 +2,10 @@
 
 Commands and digests both come through `deliver_bundle`; digests also tell it which parts
 Telegram already accepted, so a restart resends only what is missing.
+
+A part Telegram refuses for good (a group that forbids photos) is not retried: the chat is
+told once, in words, which part could not be posted and why, and the next parts still go.
+Only a failure that may pass (5xx, the network, a long 429) is left to the caller.
 """
 
 import asyncio
@@ -11,20 +15,22 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiogram import Bot
 from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, InputMediaPhoto, Message
 from aiogram.utils.chat_action import ChatActionSender
 from aiogram.utils.i18n import gettext as _
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.config import Settings
 from bot.ingest.status import newest_data, silent_sources
 from bot.rendering import Renderer
 from bot.storage.chats import chat_zone
+from bot.storage.engine import read_retrying
 from bot.telegram.keyboards import report_keyboard
-from bot.telegram.outbound import UNDELIVERABLE
+from bot.telegram.outbound import REJECTED, UNDELIVERABLE
 from reports.bundle import ReportBundle
 from reports.errors import N_
 from reports.i18n import translator
@@ -44,6 +50,24 @@ PartSent = Callable[[str], Awaitable[None]]
 PartFailed = Callable[[str, Exception], Awaitable[None]]
 PART_NAMES = {"text": N_("the summary"), "charts": N_("the charts"), "csv": N_("the CSV file")}
 PART_FAILED = N_("Sorry, {part} could not be delivered: Telegram did not accept it. Please retry.")
+PART_REJECTED = N_("Sorry, {part} could not be posted here: {reason}.")
+# Telegram's descriptions of a chat's missing permission, and the reason a user reads instead
+# (the description itself is not shown: a proxy's error text may quote the request URL).
+REJECTION_REASONS = (
+    (
+        ("not enough rights to send photos", "chat_send_photos_forbidden"),
+        N_("this chat does not allow the bot to send photos"),
+    ),
+    (
+        ("not enough rights to send documents", "chat_send_docs_forbidden"),
+        N_("this chat does not allow the bot to send files"),
+    ),
+    (
+        ("not enough rights to send text messages", "chat_send_plain_forbidden"),
+        N_("this chat does not allow the bot to send messages"),
+    ),
+)
+REJECTED_OTHERWISE = N_("Telegram refused it")
 
 
 @dataclass(slots=True)
@@ -73,7 +97,8 @@ async def produce_bundle(
     """Compute and render one report; with `silent_after` (digests) it also warns of desk
     sources silent for longer than that."""
     as_of = now or datetime.now(UTC)
-    async with engine.connect() as connection:
+
+    async def read(connection: AsyncConnection) -> tuple[Any, ...]:
         report = await build_report(connection, periods, report_filter)
         trend = await build_trend(connection, periods, report_filter)
         data_until = await newest_data(connection)
@@ -82,6 +107,10 @@ async def produce_bundle(
             if silent_after is not None
             else []
         )
+        return report, trend, data_until, silent
+
+    # A connection the server ends during the report (a restart, a failover) is replaced once.
+    report, trend, data_until, silent = await read_retrying(engine, read)
     report = replace(
         report,
         data_until=data_until,
@@ -103,10 +132,12 @@ async def deliver_bundle(
     on_failure: PartFailed | None = None,
     uploads: Uploads | None = None,
 ) -> None:
-    """Send the parts not in `done`, in order, calling `on_sent(part)` as each is accepted.
+    """Send the parts not in `done`, in order, calling `on_sent(part)` as each is settled:
+    accepted, or refused for good and the chat told so (a retry would be refused again).
 
-    Without `on_failure` a part that cannot be delivered raises (a digest retries later from
-    the ledger); with it, the failure is reported and the next part is still tried.
+    Without `on_failure` a part that cannot be delivered for now raises (a digest retries later
+    from the ledger); with it, the failure is reported and the next part is still tried. If
+    even the note about a refused part is refused, the chat takes nothing: the refusal raises.
     """
     steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
         ("text", lambda: bot.send_message(chat_id, bundle.text, reply_markup=keyboard)),
@@ -117,13 +148,32 @@ async def deliver_bundle(
         if part in done or (part == "charts" and not bundle.charts):
             continue
         try:
-            await send()
+            try:
+                await send()
+            except REJECTED as refused:
+                await _tell_rejected(bot, chat_id, part, refused, bundle.lang)
         except UNDELIVERABLE as exc:
             if on_failure is None:
                 raise
             await on_failure(part, exc)
             continue
         await _mark(on_sent, part)
+
+
+async def _tell_rejected(bot: Bot, chat_id: int, part: str, refused: Exception, lang: str) -> None:
+    description = getattr(refused, "message", "")
+    logger.warning("report part %s refused by chat %s: %s", part, chat_id, description)
+    gettext = translator(lang).gettext
+    wanted = description.lower()
+    reason = next(
+        (text for needles, text in REJECTION_REASONS if any(n in wanted for n in needles)),
+        REJECTED_OTHERWISE,
+    )
+    note = gettext(PART_REJECTED).format(part=gettext(PART_NAMES[part]), reason=gettext(reason))
+    try:
+        await bot.send_message(chat_id, note)
+    except REJECTED:
+        raise refused from None
 
 
 async def _send_csv(bot: Bot, chat_id: int, bundle: ReportBundle, uploads: Uploads | None) -> None:
@@ -179,8 +229,10 @@ class ReportService:
     async def zone_of(self, chat_id: int) -> ZoneInfo:
         # Its own short read, ended before the report: a long report must not run inside a
         # read transaction (it would hold a pooled connection all along).
-        async with self.engine.connect() as connection:
-            return await chat_zone(connection, chat_id, self.settings.timezone)
+        return await read_retrying(
+            self.engine,
+            lambda connection: chat_zone(connection, chat_id, self.settings.timezone),
+        )
 
     async def send(
         self, bot: Bot, chat_id: int, request: ReportRequest, *, lang: str
@@ -204,7 +256,7 @@ class ReportService:
 
         async def tell_user(part: str, exc: Exception) -> None:
             logger.error("report part %s to chat %s failed: %s", part, chat_id, type(exc).__name__)
-            gettext = translator(lang).gettext
+            gettext = translator(bundle.lang).gettext
             with contextlib.suppress(*UNDELIVERABLE):
                 await bot.send_message(
                     chat_id, gettext(PART_FAILED).format(part=gettext(PART_NAMES[part]))

@@ -1,13 +1,17 @@
 """The re-run keyboard under a report: callback data built with aiogram's CallbackData factory."""
 
+import logging
 from collections.abc import Callable
 
 from aiogram.filters.callback_data import CallbackData
-from aiogram.types import InlineKeyboardMarkup
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
+from bot.telegram.outbound import REJECTED, UNDELIVERABLE
 from reports.errors import N_
 from reports.model import ReportFilter
+
+logger = logging.getLogger(__name__)
 
 # Button code -> period text of the grammar, in keyboard order.
 BUTTON_PERIODS = {
@@ -47,3 +51,12 @@ def report_keyboard(
         return None
     builder.adjust(3, 2)
     return builder.as_markup()
+
+
+async def stop_spinner(query: CallbackQuery) -> None:
+    """Answer a press, best effort: the report it asks for is the point, so a failed answer
+    (Telegram down, or the query too old) only leaves the button spinning a while longer."""
+    try:
+        await query.answer()
+    except (*UNDELIVERABLE, *REJECTED) as exc:
+        logger.warning("answering button press %s failed: %s", query.id, type(exc).__name__)

@@ -32,6 +32,10 @@ Clock = Callable[[], float]
 # posts of a linked channel. Neither tells who the person is.
 ANONYMOUS_ADMIN_ID = 1087968824
 SERVICE_USER_ID = 777000
+# @Channel_Bot: the sender of a message a user posts as one of their channels.
+CHANNEL_BOT_ID = 136817688
+# Accounts that stand in for a chat, never a person: no role can be given to them.
+SERVICE_USER_IDS = frozenset({ANONYMOUS_ADMIN_ID, SERVICE_USER_ID, CHANNEL_BOT_ID})
 GROUP_TYPES = ("group", "supergroup")
 
 

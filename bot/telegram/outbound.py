@@ -24,6 +24,7 @@ from aiogram.client.session.middlewares.base import (
 )
 from aiogram.exceptions import (
     ClientDecodeError,
+    TelegramBadRequest,
     TelegramNetworkError,
     TelegramRetryAfter,
     TelegramServerError,
@@ -62,6 +63,9 @@ TELEGRAM_UNAVAILABLE = (TelegramServerError, TelegramNetworkError, ClientDecodeE
 # What is left after the retries gave up: Telegram or the network kept failing, or asked for a
 # wait longer than MAX_RETRY_AFTER.
 UNDELIVERABLE = (*TELEGRAM_UNAVAILABLE, TelegramRetryAfter)
+# What Telegram refuses for good (400: the chat forbids photos, a text too long): sending the
+# same request again gets the same answer, so it is never retried.
+REJECTED = (TelegramBadRequest,)
 # A flood-control wait longer than this is not waited out: the request fails instead.
 MAX_RETRY_AFTER = 300.0
 
@@ -193,7 +197,8 @@ async def retry(
 ) -> T:
     """The one retry policy: a 429 waits what Telegram asked (not a failure of the request, it
     only says when to come back); a failure in TELEGRAM_UNAVAILABLE waits the next delay, until
-    `attempts` failures (None: for ever). `on_retry(error, failures, delay)` logs each wait."""
+    `attempts` failures (None: for ever). Anything else (REJECTED above all) is raised at once.
+    `on_retry(error, failures, delay)` logs each wait."""
     failures = 0
     while True:
         if (guard := attempt_guard.get()) is not None:

@@ -241,6 +241,31 @@ async def test_leads_get_reports_and_the_directory(data: AsyncEngine, command: s
         assert ONLY_ADMINS not in harness.texts() and refusal(LEAD) not in harness.texts()
 
 
+SERVICE_ACCOUNT = (
+    "{} is a Telegram service account, not a person: reply to the person's own message, "
+    "or send /grant with their numeric id."
+)
+
+
+@pytest.mark.parametrize("service_id", [SERVICE_USER, ANONYMOUS_ADMIN, CHANNEL_BOT])
+async def test_grant_refuses_telegram_s_service_accounts(
+    data: AsyncEngine, service_id: int
+) -> None:
+    """A reply to a linked channel's post (777000), an anonymous admin's message (1087968824) or
+    a post as a channel (136817688) names a stand-in, not a person; so does the bare id."""
+    channel = Chat(id=-1009000000001, type="channel", title="News")
+    post = message(
+        "news", user_id=service_id, chat_id=GROUP, sender_chat=channel, from_bot=False
+    )
+    async with direct(data) as harness:
+        await harness.send("/enable", user_id=ADMIN, chat_id=GROUP)
+        harness.clear()
+        await harness.send("/grant", user_id=ADMIN, chat_id=GROUP, reply_to=post)
+        await harness.send(f"/grant {service_id}", user_id=ADMIN)
+        assert harness.texts() == [SERVICE_ACCOUNT.format(service_id)] * 2
+    assert await role_in_db(data, service_id) is None
+
+
 async def test_roles_are_stored_in_the_database_and_survive_a_restart(data: AsyncEngine) -> None:
     async with direct(data) as first:
         await first.send(f"/grant {LEAD}", user_id=ADMIN)
@@ -444,6 +469,28 @@ async def test_the_bot_leaves_a_group_a_non_admin_added_it_to(
         mark = len(live.tg.calls())
         await live.settle(
             live.tg.my_chat_member(-1001234500003, user_id=ADMIN, new_status="member")
+        )
+        assert live.since(mark) == []
+        assert live.tg.errors() == []
+
+
+async def test_the_bot_leaves_a_channel_a_non_admin_added_it_to(data: AsyncEngine) -> None:
+    channel = -1009000000002
+    async with running(data) as live:
+        mark = len(live.tg.calls())
+        update = live.tg.my_chat_member(
+            channel, user_id=STRANGER, new_status="administrator", chat_type="channel"
+        )
+        await live.settle(update)
+        assert [(c.method, c.params["chat_id"]) for c in live.since(mark)] == [
+            ("leaveChat", str(channel))
+        ]
+        # An admin adding it: it stays.
+        mark = len(live.tg.calls())
+        await live.settle(
+            live.tg.my_chat_member(
+                -1009000000003, user_id=ADMIN, new_status="administrator", chat_type="channel"
+            )
         )
         assert live.since(mark) == []
         assert live.tg.errors() == []

@@ -598,3 +598,35 @@ async def test_the_heartbeat_renews_the_claims_while_a_delivery_waits(
             renewed.clear()
             await renewed.wait()
     assert (await delivery).sent == 1
+
+
+async def test_a_group_that_forbids_photos_gets_the_text_one_note_and_the_csv_once(
+    tg: FakeTelegram, runners: Runners, sqlite_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    group = -1001234500009
+    await seed(sqlite_engine, tmp_path)
+    await subscribe(sqlite_engine, group)
+    tg.restrict_chat(group, photos=False)
+    clock = FrozenClock(SLOT + timedelta(seconds=30))
+    runner = runners.make(sqlite_engine, clock)
+
+    summary = await runner.run()
+
+    assert (summary.sent, summary.failed) == (1, 0)
+    (album,) = tg.calls("sendMediaGroup")
+    assert album.status == 400
+    text, note = ok_calls(tg, "sendMessage", group)
+    assert text.params["text"].startswith("<b>Daily digest</b>")
+    assert note.params["text"] == (
+        "Sorry, the charts could not be posted here: "
+        "this chat does not allow the bot to send photos."
+    )
+    assert len(ok_calls(tg, "sendDocument", group)) == 1
+    assert await ledger(sqlite_engine) == [("2026-11-10", "sent", "text,charts,csv")]
+
+    # The next run (10 minutes later) neither retries the album nor repeats the note.
+    clock.now += timedelta(minutes=10)
+    again = await runner.run()
+    assert (again.sent, again.failed) == (0, 0)
+    assert len(tg.calls("sendMediaGroup")) == 1
+    assert len(ok_calls(tg, "sendMessage", group)) == 2

@@ -35,7 +35,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.app import build_application, build_bot, build_dispatcher, wait_for_telegram
 from bot.ingest.demo import load_demo
 from bot.rendering import Renderer
-from bot.storage.engine import create_engine, migrate
+from bot.storage.chats import set_enabled
+from bot.storage.engine import create_engine, migrate, session_factory
 from bot.storage.tables import chats, people, subscriptions
 from bot.telegram import outbound
 from bot.telegram.outbound import Limits, OutboundLimiter, RateLimitMiddleware, RetryMiddleware
@@ -61,6 +62,11 @@ CHARTS_UNAVAILABLE = (
 CSV_UNDELIVERED = (
     "Sorry, the CSV file could not be delivered: Telegram did not accept it. Please retry."
 )
+PHOTOS_FORBIDDEN = "Bad Request: not enough rights to send photos to the chat"
+CHARTS_NOT_ALLOWED = (
+    "Sorry, the charts could not be posted here: this chat does not allow the bot to send photos."
+)
+GROUP = -1001234500001
 DATABASE_TEMPORARY = "Temporary problem with the database: please retry in a minute."
 LANGUAGE_RU = "Язык: русский."
 NOT_JSON_502 = "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
@@ -229,6 +235,61 @@ async def test_a_csv_that_keeps_failing_gets_one_note_naming_it_and_the_bot_goes
         assert text.result["text"].startswith(REPORT_TITLE)
         assert len(album.result) == 3
         assert note.result["text"] == CSV_UNDELIVERED
+        await live.assert_serves_help()
+
+
+async def enable_group(engine: AsyncEngine, chat_id: int) -> None:
+    async with session_factory(engine)() as session:
+        await set_enabled(session, chat_id, True, language="en")
+        await session.commit()
+
+
+async def test_a_group_that_forbids_photos_gets_the_text_one_note_and_the_csv(
+    hand_counted: AsyncEngine,
+) -> None:
+    await enable_group(hand_counted, GROUP)
+    async with production(hand_counted) as live:
+        live.tg.restrict_chat(GROUP, photos=False)
+        update = live.say("/clients yesterday", user_id=ADMIN, chat_id=GROUP)
+        await live.tg.wait_for("sendDocument", timeout=30)
+        await live.settle(update)
+
+        # Refused for good: asked once, not retried.
+        (album,) = live.tg.calls("sendMediaGroup")
+        assert album.status == 400
+        assert album.description == PHOTOS_FORBIDDEN
+        delivered = live.delivered(GROUP)
+        assert [call.method for call in delivered] == [
+            "sendMessage",
+            "sendMessage",
+            "sendDocument",
+        ]
+        text, note, document = delivered
+        assert text.result["text"].startswith(REPORT_TITLE)
+        assert note.result["text"] == CHARTS_NOT_ALLOWED
+        assert document.result["document"]["file_name"] == YESTERDAY_CSV
+        assert live.tg.errors() == [album]
+        await live.assert_serves_help()
+
+
+async def test_a_button_whose_answer_fails_three_times_still_gets_its_report(
+    hand_counted: AsyncEngine,
+) -> None:
+    async with production(hand_counted) as live:
+        # A message that carries no buttons: the fake then takes any callback data.
+        live.tg.fail_next("answerCallbackQuery", 500, times=3)
+        update = live.tg.press_button(
+            "rep:yesterday::", chat_id=ADMIN, user_id=ADMIN, message_id=1
+        )
+        await live.tg.wait_for("sendDocument", timeout=30)
+        await live.settle(update)
+
+        answers = live.tg.calls("answerCallbackQuery")
+        assert [call.status for call in answers] == [500, 500, 500]
+        # Answering the press is best effort: the report is what was asked for, and no
+        # incident is reported on top of it.
+        assert_one_report(live)
+        assert live.tg.errors() == answers
         await live.assert_serves_help()
 
 

@@ -773,3 +773,45 @@ async def test_a_large_file_is_streamed_in_bounded_memory(
     assert result == ImportResult(rows=120_000, new=120_000, duplicates=0)
     # 120,000 rows are ~6 MB of text; holding them as Python objects would take far more.
     assert peak < 20 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
+
+
+async def test_a_reimported_appeal_with_another_client_or_time_is_a_conflict_by_line(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    first = (
+        HEADER
+        + "a1,c1,whatsapp,Sales,2026-11-01T10:00:00Z\n"
+        + "a2,c2,whatsapp,Sales,2026-11-01T11:00:00Z\n"
+    )
+    assert await import_file(engine, write(tmp_path, "first.csv", first)) == ImportResult(
+        rows=2, new=2, duplicates=0
+    )
+    before = await stored_appeals(engine)
+    second = (
+        HEADER
+        + "a1,c1,whatsapp,Sales,2026-11-01T10:00:00Z\n"  # the same: a plain duplicate
+        + "a2,c9,whatsapp,Sales,2026-11-01T11:00:00Z\n"  # another client
+        + "a3,c3,whatsapp,Sales,2026-11-02T10:00:00Z\n"
+        + "a1,c1,whatsapp,Sales,2026-11-01T13:00:00+03:00\n"  # the same instant: no conflict
+        + "a1,c1,whatsapp,Sales,2026-11-01T12:00:00Z\n"  # another time
+    )
+    result = await import_file(engine, write(tmp_path, "second.csv", second))
+
+    assert (result.rows, result.new, result.duplicates) == (5, 1, 4)
+    assert [(c.line, c.appeal_id) for c in result.conflicts] == [(3, "a2"), (6, "a1")]
+    assert result.conflict_count == 2
+    # The stored rows are kept as they were.
+    assert (await stored_appeals(engine))[:2] == before
+    lines = importer.conflict_report(result, translator("en"))
+    assert lines == [
+        "2 appeals in the file disagree with the stored ones (the stored ones are kept):",
+        "line 3: appeal 'a2' is stored with client 'c2', whatsapp / Sales, "
+        "2026-11-01 11:00:00+00:00; the file says client 'c9', whatsapp / Sales, "
+        "2026-11-01 11:00:00+00:00",
+        "line 6: appeal 'a1' is stored with client 'c1', whatsapp / Sales, "
+        "2026-11-01 10:00:00+00:00; the file says client 'c1', whatsapp / Sales, "
+        "2026-11-01 12:00:00+00:00",
+    ]
+    assert importer.conflict_report(result, translator("ru"))[0] == (
+        "2 обращения в файле расходятся с сохранёнными (сохранённые оставлены без изменений):"
+    )
