@@ -451,12 +451,7 @@ class DigestRunner:
         async with write_transaction(self.engine) as connection:
             renewed = await connection.execute(
                 update(digest_deliveries)
-                .where(
-                    digest_deliveries.c.subscription_id == due.subscription.id,
-                    digest_deliveries.c.period_key == due.period_key,
-                    digest_deliveries.c.claimed_by == self.instance_id,
-                    digest_deliveries.c.status == "claimed",
-                )
+                .where(self._holding(due))
                 .values(claim_expires_at=now + CLAIM_TTL)
             )
         if not renewed.rowcount:
@@ -469,16 +464,20 @@ class DigestRunner:
             async with write_transaction(self.engine) as connection:
                 await connection.execute(
                     update(digest_deliveries)
-                    .where(
-                        digest_deliveries.c.subscription_id == due.subscription.id,
-                        digest_deliveries.c.period_key == due.period_key,
-                        digest_deliveries.c.claimed_by == self.instance_id,
-                        digest_deliveries.c.status == "claimed",
-                    )
+                    .where(self._holding(due))
                     .values(claim_expires_at=self.clock())
                 )
         except Exception:  # noqa: BLE001 - the lease then simply runs out
             logger.warning("could not release the claim of digest %s", due.subscription.id)
+
+    def _holding(self, due: DueDigest) -> Any:
+        """The slot's ledger row while this runner holds its claim."""
+        return and_(
+            digest_deliveries.c.subscription_id == due.subscription.id,
+            digest_deliveries.c.period_key == due.period_key,
+            digest_deliveries.c.claimed_by == self.instance_id,
+            digest_deliveries.c.status == "claimed",
+        )
 
     async def _update(self, due: DueDigest, **values: object) -> None:
         async with write_transaction(self.engine) as connection:

@@ -14,7 +14,7 @@ from bot.app import build_bot
 from bot.digests import runner as runner_module
 from bot.digests.clock import DigestClock
 from bot.digests.rules import parse_rule
-from bot.digests.runner import CLAIM_TTL, DigestRunner
+from bot.digests.runner import CLAIM_TTL, DigestRunner, RunSummary
 from bot.digests.subscriptions import add_subscription
 from bot.rendering import Renderer
 from bot.storage.chats import save_chat, set_enabled
@@ -283,16 +283,26 @@ async def test_a_stop_past_the_grace_releases_the_claim_for_the_next_start(
     assert len(ok_calls(tg, "sendDocument", 1001)) == 1
 
 
-async def test_a_live_owner_keeps_its_claim_while_it_waits_out_a_429(
-    tg: FakeTelegram, runners: Runners, sqlite_engine: AsyncEngine, tmp_path: Path
-) -> None:
-    await seed(sqlite_engine, tmp_path)
-    await subscribe(sqlite_engine, 1001)
+async def waiting_out_a_429_on_the_csv(
+    tg: FakeTelegram, runners: Runners, engine: AsyncEngine, tmp_path: Path
+) -> tuple[FrozenClock, DigestRunner, asyncio.Task[RunSummary]]:
+    """A runner "first" whose digest sent text and charts and now waits out a 429 on the CSV."""
+    await seed(engine, tmp_path)
+    await subscribe(engine, 1001)
     clock = FrozenClock(SLOT + timedelta(seconds=5))
-    first = runners.make(sqlite_engine, clock, name="first")
+    first = runners.make(engine, clock, name="first")
     tg.fail_next("sendDocument", status=429, retry_after=1)
     delivery = asyncio.create_task(first.run())
     await tg.wait_for("sendDocument")
+    return clock, first, delivery
+
+
+async def test_a_live_owner_keeps_its_claim_while_it_waits_out_a_429(
+    tg: FakeTelegram, runners: Runners, sqlite_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    clock, first, delivery = await waiting_out_a_429_on_the_csv(
+        tg, runners, sqlite_engine, tmp_path
+    )
     # Longer than a lease passes while it waits; its heartbeat renews the claim meanwhile.
     clock.now += CLAIM_TTL + timedelta(minutes=1)
     await first.renew_claims()
@@ -306,13 +316,9 @@ async def test_a_live_owner_keeps_its_claim_while_it_waits_out_a_429(
 async def test_an_owner_whose_claim_was_taken_over_sends_nothing_more(
     tg: FakeTelegram, runners: Runners, sqlite_engine: AsyncEngine, tmp_path: Path
 ) -> None:
-    await seed(sqlite_engine, tmp_path)
-    await subscribe(sqlite_engine, 1001)
-    clock = FrozenClock(SLOT + timedelta(seconds=5))
-    first = runners.make(sqlite_engine, clock, name="first")
-    tg.fail_next("sendDocument", status=429, retry_after=1)
-    delivery = asyncio.create_task(first.run())
-    await tg.wait_for("sendDocument")
+    clock, _, delivery = await waiting_out_a_429_on_the_csv(
+        tg, runners, sqlite_engine, tmp_path
+    )
     # The owner's lease ran out unrenewed (its loop stalled): another runner takes over.
     clock.now += CLAIM_TTL + timedelta(minutes=1)
     second = await runners.make(sqlite_engine, clock, name="second").run()
