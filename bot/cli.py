@@ -118,7 +118,15 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     command = args.command or "run"
     engine = create_engine(settings.database_url)
     try:
-        await migrate(engine)
+        try:
+            await migrate(engine)
+        except OSError as exc:
+            # A closed port or an unknown host: the driver raises before SQLAlchemy sees it.
+            raise CliError(
+                N_("cannot reach the database {url}: {reason}"),
+                url=engine.url.render_as_string(hide_password=True),
+                reason=exc.strerror or str(exc),
+            ) from exc
         if command == "run":
             return await run_bot(settings, engine)
         if command == "import":
@@ -198,8 +206,15 @@ async def print_report(engine: AsyncEngine, settings: Settings, args: argparse.N
     bundle = render_bundle(report, lang=lang, delimiter=settings.delimiter_for(lang), html=False)
     print(bundle.text)
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        written = bundle.write_to(args.out)
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+            written = bundle.write_to(args.out)
+        except OSError as exc:
+            raise CliError(
+                N_("cannot write the report files to {path}: {reason}"),
+                path=str(args.out),
+                reason=exc.strerror or str(exc),
+            ) from exc
         print("written: " + ", ".join(str(path) for path in written))
 
 

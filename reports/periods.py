@@ -2,7 +2,7 @@
 
 import re
 from dataclasses import replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -65,7 +65,12 @@ def parse_period(text: str, *, now: datetime, tz: ZoneInfo) -> PeriodPair:
         raise PeriodError(N_("Empty period. Try: {examples}"), examples=EXAMPLES)
     key = shown.lower()
     try:
-        return _parse(key, shown, now_local, tz)
+        pair = _parse(key, shown, now_local, tz)
+        # Every bound must exist in UTC too (0001-01-01 00:00 at +03:00 does not): the
+        # queries compare UTC instants.
+        for period in (pair.current, pair.previous):
+            period.start.astimezone(UTC), period.end.astimezone(UTC)
+        return pair
     except (OverflowError, ValueError):
         # Only dates near year 1 or 9999 get here: their neighbours do not exist.
         raise _error(N_("Period {value} is out of range. Try: {examples}"), shown) from None

@@ -80,6 +80,16 @@ def test_import_then_report_prints_the_summary_and_writes_three_files(tmp_path: 
         (["import", "missing.csv"], {}, "error: no such file: missing.csv"),
         (["report", "week"], {"TIMEZONE": "Mars/Base"}, "error: bad setting: TIMEZONE:"),
         (["report", "week"], {"ADMIN_IDS": "12,abc"}, "error: bad setting: ADMIN_IDS:"),
+        # Year 1 in a zone east of UTC: its first instant does not exist in UTC.
+        (["report", "0001-02"], {}, 'error: Period "0001-02" is out of range.'),
+        (["report", "week", "--out", "/proc/nope"], {}, "error: cannot write the report files"),
+        # The database file the run itself created: an existing file, not a folder.
+        (["report", "week", "--out", "cli.db"], {}, "error: cannot write the report files"),
+        (
+            ["report", "week"],
+            {"DATABASE_URL": "postgresql+asyncpg://bot:secret@127.0.0.1:9/bot"},
+            "error: cannot reach the database postgresql+asyncpg://bot:***@127.0.0.1:9/bot",
+        ),
     ],
 )
 def test_errors_are_one_line_and_a_non_zero_exit(
