@@ -15,6 +15,9 @@ class Period:
     tz: ZoneInfo
     # What the user asked for, normalised ("week", "7d", "2026-11-01..2026-11-15").
     label: str = ""
+    # A to-date preset (today, week, month, quarter, year, Nd): it runs from its start to now
+    # and compares with the same elapsed span of the previous unit.
+    to_date: bool = False
 
     @property
     def tz_name(self) -> str:
