@@ -104,6 +104,10 @@ class Report:
     # made; the shell fills them in (None: not shown).
     data_until: datetime | None = None
     as_of: datetime | None = None
+    # The first appeal the database holds (any channel), read by build_report: a previous period
+    # that starts before it has no data to compare with. None: unknown or no appeals at all
+    # (then the current period is empty too, and nothing is compared).
+    data_since: datetime | None = None
     # Desk sources (e.g. "chatwoot:main") that used to send and have been silent since then.
     silent_sources: tuple[tuple[str, datetime], ...] = ()
     # Filled by the shell (reports.trend.build_trend); empty: no trend chart, no daily rows.
