@@ -29,7 +29,22 @@ def help_text() -> str:
                 "2026-11-05, 05.11.2026, 2026-11, 2026-11-01..2026-11-15, 01.11.2026-15.11.2026"
             ),
             _("Russian words work too: сегодня, вчера, неделя, месяц, прошлый месяц."),
-            _("Each number is compared with the previous period of the same length."),
+            "",
+            _("<b>Comparison</b>"),
+            _(
+                "today, week, month, quarter, year and 7d compare with the same part of the "
+                "previous day, week, month, quarter, year or 7 days, up to the same time "
+                "(month on 27 Nov at 14:35: 1–27 Oct to 14:35)."
+            ),
+            _(
+                "yesterday, last week, last month, a past date or month compare with the day, "
+                "week or month before; a range with one as long right before it."
+            ),
+            _(
+                "If the previous period starts before the first appeal the bot holds, the "
+                "reply says “no earlier data” instead of a percentage; in its first 12 hours "
+                "a period says it has just begun."
+            ),
             "",
             _("<b>Metrics</b>"),
             _("All clients: clients who ever wrote (through the filtered channel or app)."),

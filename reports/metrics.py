@@ -6,7 +6,7 @@ complete (reports.aggregates), and tests compare the two.
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 
 from sqlalchemy import ColumnElement, and_, case, distinct, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -165,6 +165,15 @@ async def all_time_clients(connection: AsyncConnection, app_ids: Sequence[int] |
     return int((await connection.execute(query)).scalar_one())
 
 
+# One lookup at the low end of the period index (created_at leads it), not a scan.
+FIRST_APPEAL_AT = select(func.min(appeals.c.created_at))
+
+
+async def first_appeal_at(connection: AsyncConnection) -> datetime | None:
+    """When the first appeal the database holds was made (any channel); None without appeals."""
+    return (await connection.execute(FIRST_APPEAL_AT)).scalar_one()
+
+
 async def build_report(
     connection: AsyncConnection, periods: PeriodPair, flt: ReportFilter
 ) -> Report:
@@ -210,4 +219,5 @@ async def _build(
         all_clients=all_clients,
         current=current,
         previous=previous,
+        data_since=await first_appeal_at(connection),
     )

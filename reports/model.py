@@ -15,6 +15,9 @@ class Period:
     tz: ZoneInfo
     # What the user asked for, normalised ("week", "7d", "2026-11-01..2026-11-15").
     label: str = ""
+    # A to-date preset (today, week, month, quarter, year, Nd): it runs from its start to now
+    # and compares with the same elapsed span of the previous unit.
+    to_date: bool = False
 
     @property
     def tz_name(self) -> str:
@@ -101,6 +104,10 @@ class Report:
     # made; the shell fills them in (None: not shown).
     data_until: datetime | None = None
     as_of: datetime | None = None
+    # The first appeal the database holds (any channel), read by build_report: a previous period
+    # that starts before it has no data to compare with. None: unknown or no appeals at all
+    # (then the current period is empty too, and nothing is compared).
+    data_since: datetime | None = None
     # Desk sources (e.g. "chatwoot:main") that used to send and have been silent since then.
     silent_sources: tuple[tuple[str, datetime], ...] = ()
     # Filled by the shell (reports.trend.build_trend); empty: no trend chart, no daily rows.

@@ -124,7 +124,7 @@ def _to_date(unit: _ToDateUnit, now: datetime, tz: ZoneInfo) -> PeriodPair:
     # A shorter previous unit (February after March 31) ends where that unit ends.
     previous_end = min(_wall(_midnight(previous_first, tz)) + elapsed, _wall(start))
     return PeriodPair(
-        current=Period(start=start, end=now, tz=tz, label=unit),
+        current=Period(start=start, end=now, tz=tz, label=unit, to_date=True),
         previous=Period(
             start=_midnight(previous_first, tz), end=previous_end.replace(tzinfo=tz), tz=tz
         ),
@@ -152,8 +152,21 @@ def _last_days(digits: str, shown: str, now: datetime, tz: ZoneInfo) -> PeriodPa
     count = int(digits) if len(digits) <= 6 else MAX_DAYS + 1
     if not 1 <= count <= MAX_DAYS:
         raise _error(N_("Day count {value} must be from 1 to 1830. Try: {examples}"), shown)
-    start = _midnight(now.date() - timedelta(days=count - 1), tz)
-    return _pair(start, now, f"{count}d", tz)
+    # A to-date preset whose unit is N days: the N days before it, up to the same wall time
+    # (7d on Friday 14:35 vs the seven days before, to Friday 14:35), so both start at midnight.
+    first = now.date() - timedelta(days=count - 1)
+    previous_first = first - timedelta(days=count)
+    elapsed = _wall(now) - _wall(_midnight(first, tz))
+    return PeriodPair(
+        current=Period(
+            start=_midnight(first, tz), end=now, tz=tz, label=f"{count}d", to_date=True
+        ),
+        previous=Period(
+            start=_midnight(previous_first, tz),
+            end=(_wall(_midnight(previous_first, tz)) + elapsed).replace(tzinfo=tz),
+            tz=tz,
+        ),
+    )
 
 
 def _month(year: int, month: int, shown: str, now: datetime, tz: ZoneInfo) -> PeriodPair:

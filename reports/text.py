@@ -2,7 +2,7 @@
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import TypeVar
 
@@ -23,6 +23,11 @@ NAME_LIMIT = 64
 ELLIPSIS = "…"
 # What joins a channel and an app name wherever both are shown (text, legends).
 APP_SEPARATOR = " · "
+# Channels listed with their change; more are summed up in one line so the text stays short.
+CHANNEL_LINES = 8
+TOP_APPS = 3
+# A to-date period younger than this says it has just begun: a few hours say little.
+JUST_BEGUN = timedelta(hours=12)
 
 
 def shorten(name: str, limit: int = NAME_LIMIT) -> str:
@@ -45,12 +50,27 @@ def _name_key(key: str | AppKey) -> tuple[str, ...]:
     return (key,) if isinstance(key, str) else (key.channel, key.name)
 
 
-def top_entry(counts: Mapping[K, int]) -> tuple[K, int] | None:
-    """The channel (or app) with the most clients; ties go to the alphabetically first name."""
-    ranked = [(key, value) for key, value in counts.items() if value > 0]
-    if not ranked:
-        return None
-    return min(ranked, key=lambda item: (-item[1], _name_key(item[0])))
+def ranked_entries(counts: Mapping[K, int], previous: Mapping[K, int] | None = None) -> list[K]:
+    """Keys with clients now (or, given previous, then), most clients now first, then most
+    clients before, then by name."""
+    before = previous or {}
+    keys = {key for key, value in counts.items() if value > 0}
+    keys |= {key for key, value in before.items() if value > 0}
+    return sorted(keys, key=lambda key: (-counts.get(key, 0), -before.get(key, 0), _name_key(key)))
+
+
+def has_earlier_data(report: Report) -> bool:
+    """False when the previous period starts before the first appeal the database holds: its
+    numbers are (partly) missing data, not a quieter time, so no percentage is shown."""
+    return report.data_since is None or report.previous_period.start >= report.data_since
+
+
+def has_just_begun(report: Report) -> bool:
+    """A to-date preset in its first hours (month on the 1st at 09:00)."""
+    period = report.period
+    return (
+        period.to_date and period.end.astimezone(UTC) - period.start.astimezone(UTC) < JUST_BEGUN
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +138,22 @@ def render_text(report: Report, *, lang: str, html: bool = True, title: str | No
         year=report.previous_period.start.year != report.period.start.year
         or report.previous_period.end.year != report.period.end.year,
     )
+    earlier = has_earlier_data(report)
     if not report.is_empty:
-        lines.append(m.line(_("Changes vs {range}"), range=m.italic(previous_range)))
+        if has_just_begun(report):
+            template = _("Changes vs {range} (the period has just begun)")
+        else:
+            template = _("Changes vs {range}")
+        lines.append(m.line(template, range=m.italic(previous_range)))
+        if not earlier and report.data_since is not None:
+            first = report.data_since.astimezone(report.period.tz).date()
+            lines.append(
+                m.italic(
+                    _("No earlier data: the first appeal is from {date}.").format(
+                        date=format_date(first, lang, year=True)
+                    )
+                )
+            )
 
     lines.append("")
     # all_clients is all-time, so it has no previous value to compare with.
@@ -156,33 +190,63 @@ def render_text(report: Report, *, lang: str, html: bool = True, title: str | No
                 label=m.text(label),
                 value=m.bold(format_number(value, lang)),
                 delta=m.text(format_signed(value - previous, lang)),
-                percent=m.text(format_percent_change(value, previous, lang)),
+                percent=m.text(_change(value, previous, earlier, lang)),
             )
         )
 
-    lines.extend(_tops(now, lang, m))
+    lines.extend(_slices(now, before, earlier, lang, m))
     return "\n".join(lines)
 
 
-def _tops(now: Metrics, lang: str, m: _Markup) -> list[str]:
+def _change(value: int, previous: int, earlier: bool, lang: str) -> str:
+    """The percentage change, or why there is none to show."""
+    if not earlier:
+        return translator(lang).gettext("no earlier data")
+    return format_percent_change(value, previous, lang)
+
+
+def _slices(now: Metrics, before: Metrics, earlier: bool, lang: str, m: _Markup) -> list[str]:
+    """Each channel's clients and the top apps', each with its change (whatsapp: 103 · +12%)."""
     t = translator(lang)
     _ = t.gettext
     lines: list[str] = []
 
-    def top(template: str, name: str, count: int) -> str:
-        clients = t.ngettext("{count} client", "{count} clients", count).format(
-            count=format_number(count, lang)
+    def entry(name: str, value: int, previous: int) -> str:
+        return m.line(
+            _("{name}: {value} · {change}"),
+            name=m.text(name),
+            value=m.bold(format_number(value, lang)),
+            change=m.text(_change(value, previous, earlier, lang)),
         )
-        return m.line(template, name=m.bold(name), clients=m.text(clients))
 
-    channel = top_entry(now.channel_clients)
-    app = top_entry(now.app_clients)
-    if channel is not None or app is not None:
+    channels = ranked_entries(now.channel_clients, before.channel_clients)
+    if channels:
         lines.append("")
-    if channel is not None:
-        lines.append(top(_("Top channel: {name} — {clients}"), shorten(channel[0]), channel[1]))
-    if app is not None:
-        lines.append(top(_("Top app: {name} — {clients}"), app_label(app[0]), app[1]))
+        lines.append(m.text(_("Clients by channel:")))
+        for channel in channels[:CHANNEL_LINES]:
+            lines.append(
+                entry(
+                    shorten(channel),
+                    now.channel_clients.get(channel, 0),
+                    before.channel_clients.get(channel, 0),
+                )
+            )
+        hidden = len(channels) - CHANNEL_LINES
+        if hidden > 0:
+            lines.append(
+                m.text(
+                    t.ngettext(
+                        "… and {count} more channel", "… and {count} more channels", hidden
+                    ).format(count=format_number(hidden, lang))
+                )
+            )
+    apps = ranked_entries(now.app_clients)
+    if apps:
+        lines.append(m.text(_("Top apps by clients:")))
+        for app in apps[:TOP_APPS]:
+            lines.append(
+                entry(app_label(app), now.app_clients[app], before.app_clients.get(app, 0))
+            )
     if now.channels_overlap:
         lines.append(
             m.italic(

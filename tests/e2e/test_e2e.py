@@ -289,19 +289,26 @@ async def test_yesterday_on_the_hand_counted_day_gives_exact_numbers(
                 "Appeals: <b>7</b> · +6 (+600%)",
                 "Repeat appeals: <b>5</b> · +5 (—)",
                 "",
-                "Top channel: <b>whatsapp</b> — 3 clients",
-                "Top app: <b>telegram · Sales &amp; Partners &lt;VIP&gt;</b> — 2 clients",
+                "Clients by channel:",
+                "whatsapp: <b>3</b> · +200%",
+                "telegram: <b>2</b> · —",
+                "vk: <b>1</b> · —",
+                "Top apps by clients:",
+                "telegram · Sales &amp; Partners &lt;VIP&gt;: <b>2</b> · —",
+                "whatsapp · Sales: <b>2</b> · —",
+                "vk · Группа ВК: <b>1</b> · —",
                 "<i>A client who wrote through several channels is counted in each of them, so "
                 "channel figures add up to more than the clients who wrote.</i>",
             ]
         )
-        # What the chat shows after Telegram parsed the HTML: the name as it is, in bold.
+        # What the chat shows after Telegram parsed the HTML: the name as it is, its count bold.
         shown = text_call.result
-        assert "Top app: telegram · Sales & Partners <VIP> — 2 clients\n" in shown["text"]
+        assert "\ntelegram · Sales & Partners <VIP>: 2 · —\n" in shown["text"]
         bold = [e for e in shown["entities"] if e["type"] == "bold"]
-        assert "telegram · Sales & Partners <VIP>" in [
-            shown["text"][e["offset"] : e["offset"] + e["length"]] for e in bold
-        ]
+        offset = shown["text"].index("telegram · Sales & Partners <VIP>: ") + len(
+            "telegram · Sales & Partners <VIP>: "
+        )
+        assert any(e["offset"] == offset and e["length"] == 1 for e in bold)
 
         document = document_call.file("document")
         assert document is not None
@@ -535,9 +542,14 @@ async def test_a_russian_user_gets_russian_text_and_a_semicolon_csv_with_bom(
                 "Обращения: <b>7</b> · +6 (+600\u00a0%)",
                 "Повторные обращения: <b>5</b> · +5 (—)",
                 "",
-                "Самый популярный канал: <b>whatsapp</b> — 3 клиента",
-                "Самое популярное приложение: <b>telegram · Sales &amp; Partners &lt;VIP&gt;</b>"
-                " — 2 клиента",
+                "Клиенты по каналам:",
+                "whatsapp: <b>3</b> · +200\u00a0%",
+                "telegram: <b>2</b> · —",
+                "vk: <b>1</b> · —",
+                "Самые популярные приложения:",
+                "telegram · Sales &amp; Partners &lt;VIP&gt;: <b>2</b> · —",
+                "whatsapp · Sales: <b>2</b> · —",
+                "vk · Группа ВК: <b>1</b> · —",
                 "<i>Клиент, писавший в несколько каналов, учтён в каждом из них, поэтому сумма по "
                 "каналам больше числа написавших.</i>",
             ]

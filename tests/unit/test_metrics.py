@@ -17,15 +17,22 @@ vk B = 1 (slices add to 6 > 4: they overlap). Apps: Sales A, D = 2; Support C = 
 Группа ВК B = 1. All clients ever: 5.
 """
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reports.errors import FilterError
-from reports.metrics import build_report
+from reports.metrics import (
+    FIRST_APPEAL_AT,
+    build_report,
+    build_report_from_store,
+    build_report_sql,
+)
 from reports.model import AppKey, Period, PeriodPair, ReportFilter
 from tests.datasets import OLD_ROWS, ROWS_IN_AND_AROUND_P, VIP, VK_GROUP, load
 
@@ -151,3 +158,56 @@ async def test_first_appeal_ties_go_to_the_smaller_appeal_id(
     # x1 was stored first (smaller id): it is X's first appeal, x2 is a repeat.
     assert (vk.repeat_appeals, telegram.repeat_appeals) == (0, 1)
     assert (vk.new_clients, telegram.new_clients) == (1, 1)
+
+
+async def test_first_appeal_the_database_holds_on_both_paths(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    # Only the recent rows: the data begins with C's appeal at 23:59:59 on the previous day, so
+    # the previous period (from its midnight) starts before the data and has no earlier data.
+    await load(engine, tmp_path, ROWS_IN_AND_AROUND_P, "recent")
+    async with engine.connect() as connection:
+        sql = await build_report_sql(connection, P, ReportFilter())
+        store = await build_report_from_store(connection, P, ReportFilter())
+    assert sql == store
+    assert sql.data_since == datetime(2026, 11, 9, 20, 59, 59, tzinfo=UTC)
+    assert P.previous.start < sql.data_since
+    # A's 2023 appeal arrives later and becomes the first one the database holds, whatever the
+    # filter (vk has none before P, but the database does).
+    await load(engine, tmp_path, OLD_ROWS, "old")
+    for flt in (ReportFilter(), ReportFilter(channel="vk"), ReportFilter(app=VK_GROUP)):
+        async with engine.connect() as connection:
+            sql = await build_report_sql(connection, P, flt)
+            store = await build_report_from_store(connection, P, flt)
+        assert sql == store
+        assert sql.data_since == datetime(2023, 5, 1, 6, 0, tzinfo=UTC)
+        assert P.previous.start > sql.data_since
+
+
+async def test_no_appeals_no_first_appeal(engine: AsyncEngine) -> None:
+    report = await report_for(engine, ReportFilter())
+    assert report.data_since is None
+    assert report.is_empty
+
+
+async def test_first_appeal_is_one_query_per_report(loaded: AsyncEngine) -> None:
+    statements: list[str] = []
+
+    def record(*args: Any) -> None:
+        statements.append(args[2].lower())
+
+    event.listen(loaded.sync_engine, "before_cursor_execute", record)
+    try:
+        await report_for(loaded, ReportFilter(channel="whatsapp"))
+    finally:
+        event.remove(loaded.sync_engine, "before_cursor_execute", record)
+    assert sum("min(appeals.created_at)" in statement for statement in statements) == 1
+
+
+async def test_first_appeal_reads_the_period_index(hand_counted: AsyncEngine) -> None:
+    async with hand_counted.connect() as connection:
+        sql = str(FIRST_APPEAL_AT.compile(connection.sync_connection))
+        plan = (await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")).all()
+    assert [row[-1] for row in plan] == [
+        "SEARCH appeals USING COVERING INDEX ix_appeals_period_scan"
+    ]

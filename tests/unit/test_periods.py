@@ -75,14 +75,15 @@ GRAMMAR = [
         (text, "last month", "2026-10-01", "2026-11-01", "2026-09-01", "2026-10-01")
         for text in ("last month", "прошлый месяц", "LAST MONTH", "Прошлый Месяц")
     ],
-    # Nd: N calendar days including today, clipped to now; previous = equal wall-clock length.
+    # Nd: N calendar days including today, clipped to now; previous = the N days before it, to
+    # the same wall time (a to-date preset whose unit is N days), so it starts at midnight too.
     *[
-        (text, "7d", "2026-11-21", N, "2026-11-14 09:25", "2026-11-21")
+        (text, "7d", "2026-11-21", N, "2026-11-14", "2026-11-20 14:35")
         for text in ("7d", "7д", "7D", "7 d", "007d")
     ],
-    ("1d", "1d", "2026-11-27", N, "2026-11-26 09:25", "2026-11-27"),
-    ("30d", "30d", "2026-10-29", N, "2026-09-29 09:25", "2026-10-29"),
-    ("1830d", "1830d", "2021-11-24", N, "2016-11-20 09:25", "2021-11-24"),
+    ("1d", "1d", "2026-11-27", N, "2026-11-26", "2026-11-26 14:35"),
+    ("30d", "30d", "2026-10-29", N, "2026-09-29", "2026-10-28 14:35"),
+    ("1830d", "1830d", "2021-11-24", N, "2016-11-20", "2021-11-23 14:35"),
     # One day, inclusive; previous = the day before.
     *[
         (text, "2026-11-05", "2026-11-05", "2026-11-06", "2026-11-04", "2026-11-05")
@@ -202,7 +203,7 @@ NY = "2027-01-01 12:00"
         ("last month", "2026-12-01", "2027-01-01", "2026-11-01", "2026-12-01"),
         ("quarter", "2027-01-01", NY, "2026-10-01", "2026-10-01 12:00"),
         ("year", "2027-01-01", NY, "2026-01-01", "2026-01-01 12:00"),
-        ("7d", "2026-12-26", NY, "2026-12-19 12:00", "2026-12-26"),
+        ("7d", "2026-12-26", NY, "2026-12-19", "2026-12-25 12:00"),
         ("2026-12", "2026-12-01", "2027-01-01", "2026-11-01", "2026-12-01"),
     ],
 )
@@ -259,6 +260,33 @@ def test_berlin_week_to_date_across_fall_back() -> None:
     assert pair.current.end.utcoffset() == timedelta(hours=1)
 
 
+def test_berlin_7d_across_spring_forward_compares_wall_clock() -> None:
+    # Both periods start at midnight and run 6 days 12 hours of wall clock; the current one is
+    # an hour shorter in real time because it contains the spring-forward night.
+    pair = parse_period("7d", now=at("2026-04-01 12:00", BER), tz=BER)
+    assert_period(pair.current, "2026-03-26", "2026-04-01 12:00")
+    assert_period(pair.previous, "2026-03-19", "2026-03-25 12:00")
+
+
+def test_to_date_presets_are_marked() -> None:
+    to_date = ("today", "week", "month", "quarter", "year", "7d", "1d", "2026-11", "2026-11-27")
+    for text in to_date:
+        assert parse_period(text, now=NOW, tz=MSK).current.to_date, text
+    others = (
+        "yesterday",
+        "last week",
+        "last month",
+        "2026-10",
+        "2026-11-26",
+        "2026-11-20..2026-12-31",
+    )
+    for text in others:
+        assert not parse_period(text, now=NOW, tz=MSK).current.to_date, text
+        assert not parse_period(text, now=NOW, tz=MSK).previous.to_date, text
+    for kind in ("daily", "weekly", "monthly"):
+        assert not last_complete_period(kind, now=NOW, tz=MSK).current.to_date  # type: ignore[arg-type]
+
+
 def test_berlin_today_on_dst_day_compares_wall_clock() -> None:
     # 12:00 on the spring-forward day is 11 real hours after midnight; yesterday gets 12:00 too.
     now = at("2026-03-29 12:00", BER)
@@ -294,6 +322,11 @@ def test_berlin_today_on_dst_day_compares_wall_clock() -> None:
         ("2026-11-29 22:00", "week", "2026-11-23", "2026-11-16", "2026-11-22 22:00"),
         # Today: yesterday from midnight to the same wall time.
         (N, "today", "2026-11-27", "2026-11-26", "2026-11-26 14:35"),
+        # Nd: the N whole days before it, up to the same wall time; 1d is today.
+        (N, "7d", "2026-11-21", "2026-11-14", "2026-11-20 14:35"),
+        (N, "1d", "2026-11-27", "2026-11-26", "2026-11-26 14:35"),
+        ("2026-11-27 00:00", "7d", "2026-11-21", "2026-11-14", "2026-11-20"),
+        ("2026-03-02 08:00", "3d", "2026-02-28", "2026-02-25", "2026-02-27 08:00"),
     ],
 )
 def test_previous_of_to_date_presets(
@@ -308,7 +341,6 @@ def test_previous_of_to_date_presets(
     ("text", "start", "end", "prev_start", "prev_end"),
     [
         # Whole days: as many calendar days right before.
-        ("7d", "2026-11-21", N, "2026-11-14 09:25", "2026-11-21"),
         ("yesterday", "2026-11-26", "2026-11-27", "2026-11-25", "2026-11-26"),
         ("2026-11-01..2026-11-15", "2026-11-01", "2026-11-16", "2026-10-17", "2026-11-01"),
         ("2026-02-01..2026-03-31", "2026-02-01", "2026-04-01", "2025-12-04", "2026-02-01"),

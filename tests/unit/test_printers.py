@@ -8,7 +8,7 @@ import struct
 import subprocess
 import sys
 from dataclasses import replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -44,7 +44,7 @@ from reports.i18n import (
     translator,
 )
 from reports.model import AppKey, Metrics, Period, Report, ReportFilter, Trend, TrendBucket
-from reports.text import TEXT_LIMIT, render_text, shorten
+from reports.text import TEXT_LIMIT, has_earlier_data, has_just_begun, render_text, shorten
 
 MSK = ZoneInfo("Europe/Moscow")
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -249,8 +249,13 @@ def test_english_plain_text() -> None:
             "Appeals: 300 · +50 (+20%)",
             "Repeat appeals: 150 · ±0 (0%)",
             "",
-            "Top channel: whatsapp — 80 clients",
-            f"Top app: whatsapp · {VIP} — 70 clients",
+            "Clients by channel:",
+            "whatsapp: 80 · -25.9%",
+            "telegram: 60 · —",
+            "Top apps by clients:",
+            f"whatsapp · {VIP}: 70 · -35.2%",
+            "telegram · Bot: 60 · —",
+            "whatsapp · Support: 20 · —",
             "A client who wrote through several channels is counted in each of them, "
             "so channel figures add up to more than the clients who wrote.",
         ]
@@ -269,11 +274,17 @@ def test_russian_html_text() -> None:
     assert "Вернувшиеся: <b>80</b> · -28 (-25,9\u00a0%)" in lines
     assert "Обращения: <b>300</b> · +50 (+20\u00a0%)" in lines
     assert "Повторные обращения: <b>150</b> · ±0 (0\u00a0%)" in lines
-    assert "Самый популярный канал: <b>whatsapp</b> — 80 клиентов" in lines
-    assert (
-        "Самое популярное приложение: <b>whatsapp · Sales &amp; Partners &lt;VIP&gt;</b>"
-        " — 70 клиентов" in lines
-    )
+    assert lines[-9:-1] == [
+        "",
+        "Клиенты по каналам:",
+        "whatsapp: <b>80</b> · -25,9\u00a0%",
+        "telegram: <b>60</b> · —",
+        "Самые популярные приложения:",
+        "whatsapp · Sales &amp; Partners &lt;VIP&gt;: <b>70</b> · -35,2\u00a0%",
+        "telegram · Bot: <b>60</b> · —",
+        "whatsapp · Support: <b>20</b> · —",
+    ]
+    assert lines[-1].startswith("<i>Клиент, писавший в несколько каналов")
 
 
 def test_whole_days_and_a_previous_year() -> None:
@@ -352,7 +363,7 @@ def test_empty_period_says_so_and_keeps_all_clients_and_range() -> None:
     assert "За этот период обращений не было." in ru
 
 
-def test_top_channel_and_app_ties_go_to_the_first_name() -> None:
+def test_channel_and_app_ties_go_to_the_first_name() -> None:
     report = make_report(
         Metrics(
             contacted_clients=4,
@@ -361,9 +372,154 @@ def test_top_channel_and_app_ties_go_to_the_first_name() -> None:
             app_clients={AppKey(channel="vk", name="b"): 2, AppKey(channel="vk", name="a"): 2},
         )
     )
-    text = render_text(report, lang="en", html=False)
-    assert "Top channel: email — 2 clients" in text
-    assert "Top app: vk · a — 2 clients" in text
+    lines = render_text(report, lang="en", html=False).split("\n")
+    assert lines[-6:] == [
+        "Clients by channel:",
+        "email: 2 · —",
+        "vk: 2 · —",
+        "Top apps by clients:",
+        "vk · a: 2 · —",
+        "vk · b: 2 · —",
+    ]
+
+
+def test_no_earlier_data_replaces_every_percentage_in_both_languages() -> None:
+    # The data begins on 5 Oct 10:00, after the previous period's start (1 Oct): its numbers are
+    # missing data, not a quieter October, so no percentage is shown; the absolute changes stay.
+    report = replace(sample_report(), data_since=at(2026, 10, 5, 10).astimezone(UTC))
+    assert not has_earlier_data(report)
+    assert render_text(report, lang="en", html=False).split("\n")[2:] == [
+        "Changes vs 1 Oct, 00:00 → 27 Oct, 14:35",
+        "No earlier data: the first appeal is from 5 Oct 2026.",
+        "",
+        "All clients: 1,234",
+        "Wrote: 120 · +12 (no earlier data)",
+        "New: 40 · +40 (no earlier data)",
+        "Returning: 80 · -28 (no earlier data)",
+        "Appeals: 300 · +50 (no earlier data)",
+        "Repeat appeals: 150 · ±0 (no earlier data)",
+        "",
+        "Clients by channel:",
+        "whatsapp: 80 · no earlier data",
+        "telegram: 60 · no earlier data",
+        "Top apps by clients:",
+        f"whatsapp · {VIP}: 70 · no earlier data",
+        "telegram · Bot: 60 · no earlier data",
+        "whatsapp · Support: 20 · no earlier data",
+        "A client who wrote through several channels is counted in each of them, "
+        "so channel figures add up to more than the clients who wrote.",
+    ]
+    ru = render_text(report, lang="ru").split("\n")
+    assert ru[2:5] == [
+        "Изменения к периоду <i>1 октября, 00:00 → 27 октября, 14:35</i>",
+        "<i>Более ранних данных нет: первое обращение — 5 октября 2026.</i>",
+        "",
+    ]
+    assert "Написали: <b>120</b> · +12 (нет более ранних данных)" in ru
+    assert "whatsapp · Sales &amp; Partners &lt;VIP&gt;: <b>70</b> · нет более ранних данных" in ru
+
+
+def test_data_from_the_previous_periods_first_instant_compares_as_usual() -> None:
+    # Data that begins exactly at the previous period's start covers all of it; earlier data
+    # too. Unknown (a hand-built report) compares as usual.
+    for since in (at(2026, 10, 1), at(2023, 5, 1), None):
+        report = replace(sample_report(), data_since=since)
+        assert has_earlier_data(report)
+        text = render_text(report, lang="en", html=False)
+        assert "Wrote: 120 · +12 (+11.1%)" in text
+        assert "earlier data" not in text
+
+
+def test_the_first_appeal_is_dated_in_the_report_zone() -> None:
+    # 21:30 UTC on 4 Oct is already 5 Oct in Moscow.
+    report = replace(sample_report(), data_since=datetime(2026, 10, 4, 21, 30, tzinfo=UTC))
+    assert "the first appeal is from 5 Oct 2026." in render_text(report, lang="en")
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "to_date", "begun"),
+    [
+        # month on the 1st at 09:00: nine hours of November vs nine of October.
+        (at(2026, 11, 1), at(2026, 11, 1, 9), True, True),
+        (at(2026, 11, 1), at(2026, 11, 1, 11, 59), True, True),
+        (at(2026, 11, 1), at(2026, 11, 1, 12), True, False),
+        (at(2026, 11, 1), at(2026, 11, 27, 14, 35), True, False),
+        # A complete period (yesterday, a past day) is never "just begun", however short.
+        (at(2026, 11, 1), at(2026, 11, 1, 9), False, False),
+    ],
+)
+def test_a_to_date_period_in_its_first_hours_says_it_has_just_begun(
+    start: datetime, end: datetime, to_date: bool, begun: bool
+) -> None:
+    current = Period(start=start, end=end, tz=MSK, label="month", to_date=to_date)
+    previous = period(at(2026, 10, 1), at(2026, 10, 1) + (end - start))
+    report = sample_report(current_period=current, previous_period=previous)
+    assert has_just_begun(report) is begun
+    en = render_text(report, lang="en", html=False).split("\n")[2]
+    ru = render_text(report, lang="ru").split("\n")[2]
+    if begun and end.hour == 9:
+        assert en == "Changes vs 1 Oct, 00:00 → 09:00 (the period has just begun)"
+        assert ru == "Изменения к периоду <i>1 октября, 00:00 → 09:00</i> (период только начался)"
+    assert ("just begun" in en) is begun
+    assert ("только начался" in ru) is begun
+
+
+def test_a_channel_gone_quiet_is_listed_with_its_fall() -> None:
+    report = make_report(
+        Metrics(contacted_clients=3, appeals=3, channel_clients={"whatsapp": 3}),
+        Metrics(contacted_clients=6, appeals=6, channel_clients={"whatsapp": 2, "vk": 4}),
+    )
+    lines = render_text(report, lang="en", html=False).split("\n")
+    assert lines[-3:] == ["Clients by channel:", "whatsapp: 3 · +50%", "vk: 0 · -100%"]
+
+
+def test_channel_and_app_names_are_escaped_and_cyrillic_kept() -> None:
+    weird = AppKey(channel="tg=<&>", name="Продажи & <VIP> =1+1")
+    report = make_report(
+        Metrics(
+            contacted_clients=2,
+            appeals=2,
+            channel_clients={"tg=<&>": 2},
+            app_clients={weird: 2},
+        ),
+        Metrics(
+            contacted_clients=1, appeals=1, channel_clients={"tg=<&>": 1}, app_clients={weird: 1}
+        ),
+    )
+    rich = render_text(report, lang="ru").split("\n")
+    assert rich[-4:] == [
+        "Клиенты по каналам:",
+        "tg=&lt;&amp;&gt;: <b>2</b> · +100\u00a0%",
+        "Самые популярные приложения:",
+        "tg=&lt;&amp;&gt; · Продажи &amp; &lt;VIP&gt; =1+1: <b>2</b> · +100\u00a0%",
+    ]
+    plain = render_text(report, lang="en", html=False).split("\n")
+    assert plain[-2:] == ["Top apps by clients:", "tg=<&> · Продажи & <VIP> =1+1: 2 · +100%"]
+
+
+def test_only_the_top_three_apps_and_eight_channels_are_listed() -> None:
+    channels = {f"ch{i:02d}": 20 - i for i in range(11)}
+    apps = {AppKey(channel="vk", name=f"app{i}"): 10 - i for i in range(5)}
+    report = make_report(
+        Metrics(contacted_clients=20, appeals=20, channel_clients=channels, app_clients=apps)
+    )
+    lines = render_text(report, lang="en", html=False).split("\n")
+    start = lines.index("Clients by channel:")
+    assert lines[start + 1 : start + 9] == [f"ch{i:02d}: {20 - i} · —" for i in range(8)]
+    assert lines[start + 9 :][:5] == [
+        "… and 3 more channels",
+        "Top apps by clients:",
+        "vk · app0: 10 · —",
+        "vk · app1: 9 · —",
+        "vk · app2: 8 · —",
+    ]
+    ru = render_text(report, lang="ru", html=False)
+    assert "… и ещё 3 канала" in ru
+    one_more = make_report(
+        Metrics(contacted_clients=20, appeals=20, channel_clients=dict(list(channels.items())[:9]))
+    )
+    assert "… and 1 more channel\n" in render_text(one_more, lang="en", html=False) + "\n"
+    assert "… и ещё 1 канал\n" in render_text(one_more, lang="ru", html=False) + "\n"
 
 
 def test_long_names_are_cut_and_the_text_stays_under_the_limit() -> None:
