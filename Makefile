@@ -39,5 +39,5 @@ clean:
 
 # After changing user-visible strings: refresh the catalogs, then translate the new entries.
 messages: install
-	$(VENV)/bin/pybabel extract -F babel.cfg -k __ -k N_ -k N_plural:1,2 -c TRANSLATORS: --sort-by-file -o locales/messages.pot .
-	$(VENV)/bin/pybabel update --no-fuzzy-matching -i locales/messages.pot -d locales -D messages
+	$(VENV)/bin/pybabel extract -F babel.cfg -k __ -k N_ -k N_plural:1,2 -c TRANSLATORS: --sort-by-file -w 100 -o locales/messages.pot .
+	$(VENV)/bin/pybabel update --no-fuzzy-matching --ignore-obsolete -w 100 -i locales/messages.pot -d locales -D messages
