@@ -65,6 +65,12 @@ async def statistics_stale(connection: AsyncConnection) -> bool:
         # PostgreSQL's autovacuum re-analyzes a table that grew; only missing ones matter.
         return await statistics_missing(connection)
     analysed = await analysed_appeals(connection)
+    if analysed is not None:
+        # The largest id bounds the row count from above and is one index step, where a
+        # COUNT reads the whole table (5M appeals: a tenth of a second).
+        largest = (await connection.execute(text("SELECT max(id) FROM appeals"))).scalar()
+        if (largest or 0) < STALE_GROWTH * analysed:
+            return False
     rows = int((await connection.execute(text("SELECT count(*) FROM appeals"))).scalar_one())
     if rows == 0:
         return False
