@@ -30,7 +30,7 @@ from typing import Any
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramForbiddenError, TelegramMigrateToChat
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.access import chat_access
@@ -418,18 +418,26 @@ class DigestRunner:
         if not self._leases:
             return
         now = self.clock()
+        # Only the leases still held: a claim this runner released (it gave up, or was stopped)
+        # must stay free for the next run even while other deliveries of this runner go on.
+        held_keys = list(self._leases)
         async with write_transaction(self.engine) as connection:
             renewed = await connection.execute(
                 update(digest_deliveries)
                 .where(
                     digest_deliveries.c.claimed_by == self.instance_id,
                     digest_deliveries.c.status == "claimed",
+                    tuple_(
+                        digest_deliveries.c.subscription_id, digest_deliveries.c.period_key
+                    ).in_(held_keys),
                 )
                 .values(claim_expires_at=now + CLAIM_TTL)
                 .returning(digest_deliveries.c.subscription_id, digest_deliveries.c.period_key)
             )
             held = {(row.subscription_id, row.period_key) for row in renewed}
-        for key in list(self._leases):
+        for key in held_keys:
+            if key not in self._leases:
+                continue  # released while the renewal ran
             if key in held:
                 self._leases[key] = now + CLAIM_TTL
             else:
@@ -460,6 +468,7 @@ class DigestRunner:
 
     async def _release(self, due: DueDigest) -> None:
         """End this runner's lease now, parts kept, so the next run resumes it at once."""
+        self._leases.pop(_key(due), None)
         try:
             async with write_transaction(self.engine) as connection:
                 await connection.execute(

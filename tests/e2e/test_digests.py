@@ -4,6 +4,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -205,12 +206,14 @@ async def lease_end(engine: AsyncEngine) -> datetime:
         ).scalar_one()
 
 
-async def hold_claim(engine: AsyncEngine, owner: str, until: datetime, parts: str) -> None:
+async def hold_claim(
+    engine: AsyncEngine, owner: str, until: datetime, parts: str, subscription_id: int = 1
+) -> None:
     """The ledger as a process left it that died (SIGKILL) between the parts of the slot."""
     async with engine.begin() as connection:
         await connection.execute(
             insert(digest_deliveries).values(
-                subscription_id=1,
+                subscription_id=subscription_id,
                 period_key="2026-11-10",
                 slot_at=SLOT,
                 status="claimed",
@@ -297,6 +300,34 @@ async def waiting_out_a_429_on_the_csv(
     return clock, first, delivery
 
 
+async def test_a_released_claim_stays_free_while_the_runner_renews_its_others(
+    runners: Runners, sqlite_engine: AsyncEngine
+) -> None:
+    await subscribe(sqlite_engine, 1001)
+    await subscribe(sqlite_engine, 1002)
+    clock = FrozenClock(SLOT + timedelta(seconds=5))
+    runner = runners.make(sqlite_engine, clock, name="owner")
+    for subscription_id in (1, 2):
+        await hold_claim(sqlite_engine, "owner", clock.now + CLAIM_TTL, "text", subscription_id)
+        runner._leases[(subscription_id, "2026-11-10")] = clock.now + CLAIM_TTL
+    # The first digest gave up and released its claim; the second still waits out a 429.
+    gave_up = SimpleNamespace(subscription=SimpleNamespace(id=1), period_key="2026-11-10")
+    await runner._release(gave_up)  # type: ignore[arg-type]
+    clock.now += timedelta(seconds=30)
+    await runner.renew_claims()
+    async with sqlite_engine.connect() as connection:
+        ends = dict(
+            (
+                await connection.execute(
+                    select(
+                        digest_deliveries.c.subscription_id, digest_deliveries.c.claim_expires_at
+                    )
+                )
+            ).all()
+        )
+    assert ends == {1: clock.now - timedelta(seconds=30), 2: clock.now + CLAIM_TTL}
+
+
 async def test_a_live_owner_keeps_its_claim_while_it_waits_out_a_429(
     tg: FakeTelegram, runners: Runners, sqlite_engine: AsyncEngine, tmp_path: Path
 ) -> None:
@@ -316,9 +347,7 @@ async def test_a_live_owner_keeps_its_claim_while_it_waits_out_a_429(
 async def test_an_owner_whose_claim_was_taken_over_sends_nothing_more(
     tg: FakeTelegram, runners: Runners, sqlite_engine: AsyncEngine, tmp_path: Path
 ) -> None:
-    clock, _, delivery = await waiting_out_a_429_on_the_csv(
-        tg, runners, sqlite_engine, tmp_path
-    )
+    clock, _, delivery = await waiting_out_a_429_on_the_csv(tg, runners, sqlite_engine, tmp_path)
     # The owner's lease ran out unrenewed (its loop stalled): another runner takes over.
     clock.now += CLAIM_TTL + timedelta(minutes=1)
     second = await runners.make(sqlite_engine, clock, name="second").run()
