@@ -116,7 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     command = args.command or "run"
-    engine = create_engine(settings.database_url)
+    # The running bot checkpoints SQLite's WAL in the background (bot/storage/checkpoints.py).
+    engine = create_engine(settings.database_url, background_checkpoints=command == "run")
     try:
         try:
             await migrate(engine)
