@@ -40,7 +40,7 @@ DPI = 150
 MAX_PIE_SLICES = 8
 MAX_BARS = 25
 LEGEND_NAME_LIMIT = 30
-BAR_NAME_LIMIT = 30
+BAR_NAME_LIMIT = 34
 BAR_HEIGHT_PX = 34
 LEGEND_LEFT = 0.48
 LEGEND_FONT_SIZE = 11.5
@@ -638,7 +638,7 @@ def render_heatmap_png(heatmap: Heatmap, *, lang: str) -> bytes | None:
     if len(days) > 7:
         note = _("Each cell adds up that hour of every such weekday in the period.")
     y = _draw_heading(figure, _("Appeals by weekday and hour"), lines, note=note)
-    bottom = 170 / height_px
+    bottom = 190 / height_px
     axes = figure.add_axes((0.13, bottom, 0.76, y - bottom - 25 / height_px))
     peak = max(max(row) for row in values)
     colormap = matplotlib.colormaps[HEATMAP_COLORS].with_extremes(under=EMPTY_CELL)
@@ -670,7 +670,7 @@ def render_heatmap_png(heatmap: Heatmap, *, lang: str) -> bytes | None:
             format_number(sum(row), lang),
             **_literal(fontsize=10, va="center", ha="left", color="#3c4043"),
         )
-    legend_axes = figure.add_axes((0.13, 55 / height_px, 0.5, 18 / height_px))
+    legend_axes = figure.add_axes((0.13, 55 / height_px, 0.6, 18 / height_px))
     colorbar = figure.colorbar(image, cax=legend_axes, orientation="horizontal")
     colorbar.outline.set_visible(False)
     colorbar.locator = MaxNLocator(nbins=5, integer=True)
@@ -679,10 +679,11 @@ def render_heatmap_png(heatmap: Heatmap, *, lang: str) -> bytes | None:
     for text in legend_axes.get_xticklabels():
         text.set_fontfamily(FONT)
         text.set_fontsize(9.5)
+    # Above the scale, where a long translation has the whole width.
     figure.text(
-        0.65,
-        64 / height_px,
+        0.13,
+        80 / height_px,
         _("Appeals per hour; grey: none"),
-        **_literal(fontsize=10, va="center", color="#3c4043"),
+        **_literal(fontsize=10, va="bottom", color="#3c4043"),
     )
     return _png(figure)
