@@ -23,6 +23,7 @@ from aiogram import Bot
 from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, InputMediaPhoto, Message
 from aiogram.utils.chat_action import ChatActionSender
 from aiogram.utils.i18n import gettext as _
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.config import Settings
@@ -124,9 +125,14 @@ async def produce_bundle(
         silent_sources=tuple((f"{source}:{label}", at) for source, label, at in silent),
     )
     bundle = await renderer.render(report, lang=lang, delimiter=delimiter, title=title)
-    # The buttons under the report stand for exactly this period, zone and filter.
-    async with write_transaction(engine) as connection:
-        key = await remember_view(connection, periods.current, report_filter, now=as_of)
+    # The buttons under the report stand for exactly this period, zone and filter. A report
+    # is worth more than its buttons: if the key cannot be stored, it goes without them.
+    try:
+        async with write_transaction(engine) as connection:
+            key = await remember_view(connection, periods.current, report_filter, now=as_of)
+    except SQLAlchemyError as exc:
+        logger.warning("report view not stored (%s): buttons that need it are left out", exc)
+        return bundle
     return replace(bundle, view_key=key)
 
 

@@ -279,3 +279,19 @@ async def test_a_change_is_confirmed_only_after_its_commit_succeeded(
         "No digests in this chat. Add one: /digest daily 09:00, /digest weekly mon 09:00 "
         "or /digest monthly 1 09:00.",
     ]
+
+
+async def test_a_report_whose_buttons_cannot_be_stored_goes_without_by_hour(
+    harness: Direct, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def locked(*_args: Any, **_kwargs: Any) -> str:
+        raise OperationalError("INSERT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(bot.telegram.delivery, "remember_view", locked)
+    await harness.send("/clients yesterday")
+    assert harness.names() == ["sendMessage", "sendMediaGroup", "sendDocument"]
+    message = harness.session.sent("sendMessage")[0]
+    buttons = [b.callback_data for row in message.reply_markup.inline_keyboard for b in row]
+    assert buttons == [f"rep:{code}::" for code in ("today", "yesterday", "week", "month")] + [
+        "rep:last_month::"
+    ]

@@ -11,8 +11,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.app import build_application
+from bot.app import build_application, build_bot, build_dispatcher
+from bot.rendering import Renderer
+from bot.telegram import outbound
+from bot.telegram.outbound import OutboundLimiter
 from tests.datasets import load
+from tests.e2e.fault_support import failing_heatmap
 from tests.fake_telegram import Call, FakeTelegram, image_size
 from tests.support.polling import SENDS, Live, polling
 from tests.support.settings import ADMIN, NOW, make_settings
@@ -154,3 +158,26 @@ async def test_a_long_app_filter_keeps_its_buttons_behind_a_short_key(
         caption = f"Appeals by weekday and hour · {period} · {filter_line}"
         assert heat[-1].result["caption"] == caption
         assert live.tg.errors() == []
+
+
+async def test_a_heatmap_that_cannot_be_drawn_is_said_in_one_message(
+    hand_counted: AsyncEngine,
+) -> None:
+    renderer = Renderer(workers=1, heatmap_function=failing_heatmap)
+    async with FakeTelegram(token=TOKEN) as tg:
+        settings = make_settings(hand_counted, token=TOKEN, api_url=tg.base_url)
+        bot = build_bot(settings)
+        outbound.install(bot, OutboundLimiter())
+        dispatcher = build_dispatcher(settings, hand_counted, clock=lambda: NOW, renderer=renderer)
+        async with polling(tg, bot, dispatcher) as live:
+            message = await report_message(live, "/clients yesterday")
+            calls = await live.press(
+                buttons(message)["By hour"],
+                user_id=ADMIN,
+                chat_id=ADMIN,
+                message_id=message["message_id"],
+            )
+            assert sent(calls) == ["answerCallbackQuery", "sendMessage"]
+            assert calls[-1].params["text"] == (
+                "The heatmap is unavailable right now; please try again later."
+            )
