@@ -275,7 +275,7 @@ class ReportService:
         now = self.clock()
         periods = parse_period(request.period_text, now=now, tz=zone)
         started = time.perf_counter()
-        # The chat sees "sending photo" while the numbers are computed and the pies drawn.
+        # The chat sees "sending photo" while the numbers are computed and the charts drawn.
         async with ChatActionSender.upload_photo(bot=bot, chat_id=chat_id):
             bundle = await produce_bundle(
                 self.engine,
