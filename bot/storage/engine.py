@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Table, event
+from sqlalchemy import Connection, Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, InternalError, OperationalError
@@ -27,6 +27,8 @@ from bot.storage.statistics import analyze, statistics_missing
 logger = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The PostgreSQL advisory lock that lets one instance at a time migrate ("bot migrate" in ASCII).
+MIGRATION_LOCK = 0x626F74206D6967
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 # Storage functions take the update's session or a connection of their own alike.
@@ -145,6 +147,13 @@ def _upgrade(connection: Connection) -> None:
 async def migrate(engine: AsyncEngine) -> None:
     """Bring the schema to the newest revision; existing data is kept."""
     async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Instances starting together would run the same DDL at once and block each other
+            # (the second waits for the first's new tables, the first for the second's): one
+            # migrates, the others wait for its commit and find the schema up to date.
+            await connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+            )
         await connection.run_sync(_upgrade)
         # A database filled by an older version (or restored) may have no statistics at all.
         if await statistics_missing(connection):

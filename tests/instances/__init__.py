@@ -1,0 +1,1 @@
+"""Several real bot processes sharing one database, as a scaled-out deployment runs them."""
