@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     chatwoot_api_url: str | None = None
     chatwoot_api_token: SecretStr | None = None
     chatwoot_account_id: int | None = Field(default=None, ge=1)
+    # How long a digest claim outlives its holder: another instance resumes a dead one's digests
+    # after this (bot/digests/runner.py).
+    digest_lease_seconds: int = Field(default=180, ge=10, le=3600)
 
     @field_validator("admin_ids", mode="before")
     @classmethod

@@ -7,7 +7,10 @@ run settles slots missed while the bot was down; a slot it could not settle (its
 held by a process that died, or Telegram failing) comes back when that claim's lease ends.
 
 A job only starts its delivery in a task of this clock's own: stopping APScheduler cancels the
-jobs it runs, and a digest between its parts must get the grace period to finish instead.
+jobs it runs, and a digest between its parts must get the grace period to finish instead. The
+jobs that fire together (every digest of 09:00, every one resumed after a lease) are one run of
+the runner, which renders a report shared by many chats once and re-sends its files by file_id;
+a run per job would draw and upload the same report for each chat.
 """
 
 import asyncio
@@ -21,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.config import SHUTDOWN_GRACE
 from bot.digests.rules import next_owed_slot
-from bot.digests.runner import CLAIM_TTL, DigestRunner, latest_recorded_slots
+from bot.digests.runner import DigestRunner, latest_recorded_slots
 from bot.digests.subscriptions import Subscription, active_subscriptions
 
 logger = logging.getLogger(__name__)
@@ -44,6 +47,9 @@ class DigestClock:
         # The slot each job stands for, in the application's clock.
         self._slots: dict[int, datetime] = {}
         self._running: set[asyncio.Task[None]] = set()
+        # The subscriptions whose jobs fired in this turn of the loop, and the run they join.
+        self._firing: set[int] = set()
+        self._batch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.scheduler.start()
@@ -66,8 +72,9 @@ class DigestClock:
             upcoming = await self._next_slots(connection, subscriptions, now)
         self.scheduler.remove_all_jobs()
         self._slots.clear()
+        offset = self._system_offset()
         for subscription_id, when in upcoming.items():
-            self._schedule(subscription_id, when)
+            self._schedule(subscription_id, when, offset)
         logger.info("digest clock: %s jobs", len(subscriptions))
 
     async def _next_slots(
@@ -89,14 +96,21 @@ class DigestClock:
         """The slot each scheduled job will deliver."""
         return dict(self._slots)
 
-    def _schedule(self, subscription_id: int, when: datetime) -> None:
-        # APScheduler waits on the system clock; the application's clock may be another one
-        # (tests freeze it), so the job is set that far ahead of the system's now.
-        delay = max(0.0, (when - self.clock()).total_seconds())
+    def _system_offset(self) -> timedelta:
+        """The system clock minus the application's: APScheduler waits on the system clock, and
+        the application's may be another one (tests freeze it)."""
+        return datetime.now(UTC) - self.clock()
+
+    def _schedule(
+        self, subscription_id: int, when: datetime, offset: timedelta | None = None
+    ) -> None:
+        # One offset for all the jobs scheduled together: digests of the same slot get the same
+        # run date, so they fire together and are delivered in one run.
+        offset = self._system_offset() if offset is None else offset
         self._slots[subscription_id] = when
         self.scheduler.add_job(
             self._fire,
-            DateTrigger(run_date=datetime.now(UTC) + timedelta(seconds=delay)),
+            DateTrigger(run_date=max(when + offset, datetime.now(UTC))),
             args=[subscription_id],
             id=f"digest:{subscription_id}",
             replace_existing=True,
@@ -105,22 +119,28 @@ class DigestClock:
         )
 
     async def _fire(self, subscription_id: int) -> asyncio.Task[None]:
-        """The job: start the delivery in a task of this clock's own, and return that task."""
+        """The job: join the run of the jobs firing with it, in a task of this clock's own, and
+        return that task."""
         self._slots.pop(subscription_id, None)
-        task = asyncio.create_task(
-            self._deliver(subscription_id), name=f"digest:{subscription_id}"
-        )
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
-        return task
+        self._firing.add(subscription_id)
+        if self._batch is None:
+            self._batch = asyncio.create_task(self._deliver_batch(), name="digests")
+            self._running.add(self._batch)
+            self._batch.add_done_callback(self._running.discard)
+        return self._batch
 
-    async def _deliver(self, subscription_id: int) -> None:
-        unsettled = True
+    async def _deliver_batch(self) -> None:
+        # APScheduler starts every job due at this moment in the same turn of the loop, ahead of
+        # this task: one yield lets them all join.
+        await asyncio.sleep(0)
+        batch, self._firing, self._batch = self._firing, set(), None
+        unsettled = batch
         try:
-            summary = await self.runner.run(only={subscription_id})
-            unsettled = subscription_id in summary.unsettled
+            summary = await self.runner.run(only=batch)
+            unsettled = batch & summary.unsettled
         finally:
-            await self._reschedule({subscription_id}, unsettled=unsettled)
+            await self._reschedule(batch - unsettled, unsettled=False)
+            await self._reschedule(unsettled, unsettled=True)
 
     async def _reschedule(self, subscription_ids: set[int], *, unsettled: bool) -> None:
         """Schedule each at its next owed slot; an unsettled one comes back once its claim's
@@ -132,10 +152,11 @@ class DigestClock:
         async with self.engine.connect() as connection:
             found = await active_subscriptions(connection, subscription_ids)
             upcoming = await self._next_slots(connection, found, now)
+        offset = self._system_offset()
         for found_id, when in upcoming.items():
             if unsettled:
-                when = min(when, now + CLAIM_TTL + timedelta(seconds=5))
-            self._schedule(found_id, when)
+                when = min(when, now + self.runner.claim_ttl + timedelta(seconds=5))
+            self._schedule(found_id, when, offset)
 
     async def shutdown(self) -> None:
         """Stop the clock; a digest being sent gets the grace period, then releases its claim."""

@@ -17,11 +17,21 @@ compare-and-set on its own name; if another runner took the slot over meanwhile,
 without sending. A runner that gives up, or is stopped, releases its claims at once (the lease
 ends now), so the next run or the next process resumes the missing parts without waiting; the
 claim of a process that died unannounced (SIGKILL) is taken over when its lease runs out.
+DIGEST_LEASE_SECONDS sets CLAIM_TTL (and scales the renewal beat and ATTEMPT_LEASE with it): how
+long the digests of a process that died wait before another instance resumes them. A claim names
+its holder as host:pid:random, so an operator reading the ledger sees which process holds it.
+
+What cannot be promised: a process killed after Telegram accepted a part and before the ledger
+recorded it (a request in flight that Telegram goes on to accept is one) leaves that part
+unrecorded, and whoever resumes the slot sends it again: Telegram has no idempotency key. A kill
+at any other moment ends with each part sent once.
 """
 
 import asyncio
 import html
 import logging
+import os
+import socket
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -63,6 +73,7 @@ TITLES = {
 }
 # A slot sent later than this after its time says so in its title.
 DELAY_NOTE_AFTER = timedelta(minutes=5)
+# The default lease (DIGEST_LEASE_SECONDS); the two below are for it and scale with the setting.
 CLAIM_TTL = timedelta(minutes=3)
 RENEW_EVERY = timedelta(seconds=30)
 # An attempt starts only with this much of its lease left: more than one request can take.
@@ -130,7 +141,10 @@ class DigestRunner:
     ) -> None:
         self.bot, self.engine, self.renderer, self.settings = bot, engine, renderer, settings
         self.clock = clock
-        self.instance_id = instance_id or uuid.uuid4().hex[:16]
+        self.instance_id = instance_id or _instance_name()
+        self.claim_ttl = timedelta(seconds=settings.digest_lease_seconds)
+        # The renewal beat and the attempt's lease keep their proportion to the claim's.
+        self._lease_scale = self.claim_ttl / CLAIM_TTL
         # The lease end of each claim this runner holds, by (subscription, period key).
         self._leases: dict[tuple[int, str], datetime] = {}
 
@@ -165,7 +179,7 @@ class DigestRunner:
                     summary.busy += 1
                     summary.unsettled.add(subscription.id)
                     continue
-                self._leases[_key(due)] = now + CLAIM_TTL
+                self._leases[_key(due)] = now + self.claim_ttl
                 claimed.append((due, parts))
 
         bundles: dict[tuple[object, ...], tuple[ReportBundle | ReportError, Uploads]] = {}
@@ -268,7 +282,7 @@ class DigestRunner:
 
     async def _claim(self, due: DueDigest, now: datetime) -> set[str] | None:
         """Parts already delivered when this runner now owns the slot; None when it does not."""
-        expires = now + CLAIM_TTL
+        expires = now + self.claim_ttl
         async with write_transaction(self.engine) as connection:
             insert = _ledger_row(
                 connection,
@@ -431,7 +445,7 @@ class DigestRunner:
                         digest_deliveries.c.subscription_id, digest_deliveries.c.period_key
                     ).in_(held_keys),
                 )
-                .values(claim_expires_at=now + CLAIM_TTL)
+                .values(claim_expires_at=now + self.claim_ttl)
                 .returning(digest_deliveries.c.subscription_id, digest_deliveries.c.period_key)
             )
             held = {(row.subscription_id, row.period_key) for row in renewed}
@@ -439,13 +453,13 @@ class DigestRunner:
             if key not in self._leases:
                 continue  # released while the renewal ran
             if key in held:
-                self._leases[key] = now + CLAIM_TTL
+                self._leases[key] = now + self.claim_ttl
             else:
                 self._leases[key] = now  # taken over: the next attempt finds out and stops
 
     async def _renew_while_delivering(self) -> None:
         while True:
-            await asyncio.sleep(RENEW_EVERY.total_seconds())
+            await asyncio.sleep((RENEW_EVERY * self._lease_scale).total_seconds())
             try:
                 await self.renew_claims()
             except Exception:  # noqa: BLE001 - the next beat or the attempt guard tries again
@@ -454,17 +468,17 @@ class DigestRunner:
     async def _ensure_lease(self, due: DueDigest) -> None:
         """Before an attempt at a part: keep ATTEMPT_LEASE of the claim, or stop if it is gone."""
         now = self.clock()
-        if self._leases.get(_key(due), now) - now >= ATTEMPT_LEASE:
+        if self._leases.get(_key(due), now) - now >= ATTEMPT_LEASE * self._lease_scale:
             return
         async with write_transaction(self.engine) as connection:
             renewed = await connection.execute(
                 update(digest_deliveries)
                 .where(self._holding(due))
-                .values(claim_expires_at=now + CLAIM_TTL)
+                .values(claim_expires_at=now + self.claim_ttl)
             )
         if not renewed.rowcount:
             raise ClaimLost(f"digest {due.subscription.id} for {due.period_key}")
-        self._leases[_key(due)] = now + CLAIM_TTL
+        self._leases[_key(due)] = now + self.claim_ttl
 
     async def _release(self, due: DueDigest) -> None:
         """End this runner's lease now, parts kept, so the next run resumes it at once."""
@@ -499,6 +513,11 @@ class DigestRunner:
                 )
                 .values(updated_at=self.clock(), **values)
             )
+
+
+def _instance_name() -> str:
+    """host:pid:random, within the ledger's 64 characters."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def _key(due: DueDigest) -> tuple[int, str]:
