@@ -21,6 +21,7 @@ from bot.config import Settings, load_settings, zone_named
 from bot.errors import N_, AppError, CliError
 from bot.ingest.chatwoot_sync import SyncError, TextProgress, sync_chatwoot
 from bot.ingest.demo import load_demo
+from bot.ingest.export import export_appeals
 from bot.ingest.files import conflict_report, import_file
 from bot.ingest.status import newest_data
 from bot.logs import setup_logging
@@ -57,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("migrate", help="create or upgrade the database schema")
     importing = commands.add_parser("import", help="load appeals from a CSV or JSON Lines file")
     importing.add_argument("file", type=Path)
+    exporting = commands.add_parser(
+        "export", help="write every appeal to a CSV file that `import` reads (to move databases)"
+    )
+    exporting.add_argument("file", type=Path)
     demo = commands.add_parser("demo", help="load a realistic sample data set")
     demo.add_argument("--force", action="store_true", help="replace existing data")
     sync = commands.add_parser("sync", help="read a desk's history into the event table")
@@ -149,6 +154,8 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             # Two sources disagree about these appeals: an operator should look.
             for line in conflict_report(result, translator(settings.language)):
                 print(line)
+        elif command == "export":
+            await export_to(engine, args.file)
         elif command == "demo":
             loaded = await load_demo(engine, now=datetime.now(UTC), force=args.force)
             print(
@@ -169,6 +176,19 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError(N_("database problem: {detail}"), detail=first_line) from exc
     finally:
         await engine.dispose()
+
+
+async def export_to(engine: AsyncEngine, path: Path) -> None:
+    try:
+        with path.open("x", encoding="utf-8", newline="") as out:
+            count = await export_appeals(engine, out)
+    except FileExistsError:
+        raise CliError(N_("{path} exists: name a new file"), path=str(path)) from None
+    except OSError as exc:
+        raise CliError(
+            N_("cannot write {path}: {reason}"), path=str(path), reason=exc.strerror or str(exc)
+        ) from None
+    print(f"exported {count} appeals to {path}")
 
 
 def _day(text: str) -> date:
