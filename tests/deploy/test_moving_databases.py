@@ -1,7 +1,5 @@
 """Moving from SQLite to PostgreSQL: `python -m bot export`, then `import`: the same reports."""
 
-import asyncio
-import sys
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -10,24 +8,8 @@ from bot.storage.engine import create_engine
 from reports.metrics import build_report
 from reports.periods import parse_period
 from tests.aggregates.support import filters
-from tests.support.process import bot_env
+from tests.instances.support import run_command
 from tests.support.settings import MSK, NOW
-
-
-async def run_bot(tmp_path: Path, database_url: str, *args: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        *args,
-        cwd=tmp_path,
-        env=bot_env(tmp_path, "http://127.0.0.1:9", DATABASE_URL=database_url),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode is not None
-    return process.returncode, output.decode()
 
 
 async def test_sqlite_exported_and_imported_into_postgresql_gives_identical_reports(
@@ -35,13 +17,13 @@ async def test_sqlite_exported_and_imported_into_postgresql_gives_identical_repo
 ) -> None:
     sqlite_url = hand_counted.url.render_as_string(hide_password=False)
     exported = tmp_path / "appeals.csv"
-    code, output = await run_bot(tmp_path, sqlite_url, "export", str(exported))
+    code, output = await run_command(tmp_path, sqlite_url, "export", str(exported))
     assert code == 0, output
     rows = exported.read_text("utf-8").splitlines()
     assert rows[0] == "appeal_id,client_id,channel,app,created_at"
     assert output.strip() == f"exported {len(rows) - 1} appeals to {exported}"
 
-    code, output = await run_bot(tmp_path, postgres_url, "import", str(exported))
+    code, output = await run_command(tmp_path, postgres_url, "import", str(exported))
     assert code == 0, output
     assert output.startswith(f"imported appeals.csv: {len(rows) - 1} rows, {len(rows) - 1} new")
 
@@ -56,7 +38,7 @@ async def test_sqlite_exported_and_imported_into_postgresql_gives_identical_repo
                     ), (text, report_filter)
         # The copy exports to the same file: same appeals, same order (first-appeal ties).
         again = tmp_path / "again.csv"
-        code, output = await run_bot(tmp_path, postgres_url, "export", str(again))
+        code, output = await run_command(tmp_path, postgres_url, "export", str(again))
         assert code == 0, output
         assert again.read_text("utf-8") == exported.read_text("utf-8")
     finally:
@@ -69,6 +51,6 @@ async def test_export_to_an_existing_file_is_refused_and_leaves_it_alone(
     existing = tmp_path / "appeals.csv"
     existing.write_text("keep me", "utf-8")
     sqlite_url = hand_counted.url.render_as_string(hide_password=False)
-    code, output = await run_bot(tmp_path, sqlite_url, "export", str(existing))
+    code, output = await run_command(tmp_path, sqlite_url, "export", str(existing))
     assert (code, output.strip()) == (1, f"error: {existing} exists: name a new file")
     assert existing.read_text("utf-8") == "keep me"

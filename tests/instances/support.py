@@ -3,9 +3,11 @@
 import asyncio
 import contextlib
 import inspect
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -13,9 +15,27 @@ from aiohttp import web
 from sqlalchemy.engine import make_url
 
 from tests.fake_telegram import SEND_METHODS, ApiError, Call, FakeTelegram
+from tests.support.process import bot_env
 
 # The request that carries each digest part (bot/telegram/delivery.py PARTS).
 PART_OF = {"sendMessage": "text", "sendMediaGroup": "charts", "sendDocument": "csv"}
+
+
+async def run_command(tmp_path: Path, database_url: str, *args: str) -> tuple[int, str]:
+    """`python -m bot ARGS` on that database (no Telegram): its exit code and output."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        *args,
+        cwd=tmp_path,
+        env=bot_env(tmp_path, "http://127.0.0.1:9", DATABASE_URL=database_url),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None
+    return process.returncode, output.decode()
 
 
 class SharedTelegram(FakeTelegram):
