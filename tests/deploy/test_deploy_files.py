@@ -2,6 +2,8 @@
 setting it names is one the bot reads, the proxy routes what Telegram and the desks call, and
 `systemd-analyze verify` / `docker compose config` where those tools are present."""
 
+import asyncio
+import gettext
 import json
 import re
 import shlex
@@ -13,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from aiohttp import web
 
 from bot.config import Settings
 
@@ -70,6 +73,10 @@ def dockerfile_instruction(name: str) -> str:
     return found
 
 
+def image_health_check() -> list[str]:
+    return json.loads(dockerfile_instruction("HEALTHCHECK").split(" CMD ", 1)[1])
+
+
 def env_file_names(path: Path) -> set[str]:
     """Names set in an env file, commented-out examples included."""
     names = set()
@@ -117,7 +124,7 @@ def test_the_compose_file_runs_postgres_redis_two_bots_and_a_tls_proxy() -> None
         assert environment["TELEGRAM_WEBHOOK_URL"].endswith("/telegram")
         assert bot["env_file"] == "bot.env"
         assert bot["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}
-        assert "/healthz" in " ".join(bot["healthcheck"]["test"])
+        assert bot["healthcheck"]["test"] == ["CMD", *image_health_check()]
         assert bot["depends_on"] == {
             "postgres": {"condition": "service_healthy"},
             "redis": {"condition": "service_healthy"},
@@ -202,3 +209,54 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
         check=False,
     )
     assert checked.returncode == 0, checked.stderr
+
+
+def test_the_image_compiles_the_translations_as_make_install_does(tmp_path: Path) -> None:
+    (run,) = dockerfile_instructions("RUN pip install -e \\.")
+    (loop,) = re.findall(r"for lang in .*?done", run)
+    shutil.copytree(ROOT / "locales", tmp_path / "locales", ignore=shutil.ignore_patterns("*.mo"))
+    compiled = subprocess.run(
+        ["sh", "-c", loop],
+        cwd=tmp_path,
+        env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert compiled.returncode == 0, compiled.stderr
+    for lang in ("ru", "en"):
+        with (tmp_path / "locales" / lang / "LC_MESSAGES" / "messages.mo").open("rb") as mo:
+            assert (
+                gettext.GNUTranslations(mo).gettext("Daily digest")
+                == {
+                    "ru": "Ежедневная сводка",
+                    "en": "Daily digest",
+                }[lang]
+            )
+
+
+async def test_the_health_check_fails_when_healthz_does(unused_tcp_port: int) -> None:
+    answer = {"status": 200}
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(status=answer["status"])
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
+    (healthcheck,) = image_health_check()[2:]
+    probe = healthcheck.replace("127.0.0.1:8080", f"127.0.0.1:{unused_tcp_port}")
+    try:
+        codes = []
+        for status in (200, 503):
+            answer["status"] = status
+            checked = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", probe, stderr=asyncio.subprocess.DEVNULL
+            )
+            codes.append(await asyncio.wait_for(checked.wait(), 30))
+        assert codes[0] == 0 and codes[1] != 0, codes
+    finally:
+        await runner.cleanup()
