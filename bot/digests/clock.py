@@ -72,9 +72,9 @@ class DigestClock:
             upcoming = await self._next_slots(connection, subscriptions, now)
         self.scheduler.remove_all_jobs()
         self._slots.clear()
-        offset = self._system_offset()
+        run_date = self._run_dates()
         for subscription_id, when in upcoming.items():
-            self._schedule(subscription_id, when, offset)
+            self._schedule(subscription_id, when, run_date(when))
         logger.info("digest clock: %s jobs", len(subscriptions))
 
     async def _next_slots(
@@ -96,21 +96,21 @@ class DigestClock:
         """The slot each scheduled job will deliver."""
         return dict(self._slots)
 
-    def _system_offset(self) -> timedelta:
-        """The system clock minus the application's: APScheduler waits on the system clock, and
-        the application's may be another one (tests freeze it)."""
-        return datetime.now(UTC) - self.clock()
+    def _run_dates(self) -> Callable[[datetime], datetime]:
+        """When APScheduler, which waits on the system clock, is to run a slot of the
+        application's clock (tests freeze that one). One reading of both clocks serves all the
+        jobs scheduled together, so the digests of one slot, or every overdue one, get the same
+        run date: they fire together and are delivered in one run."""
+        system_now, app_now = datetime.now(UTC), self.clock()
+        return lambda when: system_now + max(when - app_now, timedelta(0))
 
     def _schedule(
-        self, subscription_id: int, when: datetime, offset: timedelta | None = None
+        self, subscription_id: int, when: datetime, run_date: datetime | None = None
     ) -> None:
-        # One offset for all the jobs scheduled together: digests of the same slot get the same
-        # run date, so they fire together and are delivered in one run.
-        offset = self._system_offset() if offset is None else offset
         self._slots[subscription_id] = when
         self.scheduler.add_job(
             self._fire,
-            DateTrigger(run_date=max(when + offset, datetime.now(UTC))),
+            DateTrigger(run_date=run_date or self._run_dates()(when)),
             args=[subscription_id],
             id=f"digest:{subscription_id}",
             replace_existing=True,
@@ -152,11 +152,11 @@ class DigestClock:
         async with self.engine.connect() as connection:
             found = await active_subscriptions(connection, subscription_ids)
             upcoming = await self._next_slots(connection, found, now)
-        offset = self._system_offset()
+        run_date = self._run_dates()
         for found_id, when in upcoming.items():
             if unsettled:
                 when = min(when, now + self.runner.claim_ttl + timedelta(seconds=5))
-            self._schedule(found_id, when, offset)
+            self._schedule(found_id, when, run_date(when))
 
     async def shutdown(self) -> None:
         """Stop the clock; a digest being sent gets the grace period, then releases its claim."""

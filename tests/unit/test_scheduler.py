@@ -1,5 +1,6 @@
 """The digest clock: one APScheduler job per subscription at its next slot, from the table."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -11,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.config import Settings
 from bot.digests.clock import DigestClock
 from bot.digests.rules import parse_rule
-from bot.digests.runner import DigestRunner
+from bot.digests.runner import DigestRunner, RunSummary
 from bot.digests.subscriptions import active_subscriptions, add_subscription, remove_subscriptions
 from bot.rendering import Renderer
 from bot.storage.chats import save_chat
@@ -102,3 +103,35 @@ async def test_a_fired_job_runs_the_digest_and_moves_to_the_next_slot(
     # An empty database still gets its (empty) report: text and CSV, no pies.
     assert [r.__api_method__ for r in session.requests] == ["sendMessage", "sendDocument"]
     assert digest_clock.next_runs() == {job_id: datetime(2026, 11, 13, 9, 0, tzinfo=MSK)}
+
+
+async def test_jobs_firing_together_are_delivered_in_one_run(
+    digest_clock: DigestClock, sqlite_engine: AsyncEngine
+) -> None:
+    """Fifty chats at 09:00 are one run: one render of their shared report, not fifty."""
+    chats = [await subscribe(sqlite_engine, chat, "daily 12:01") for chat in (1, 2, 3)]
+    async with session_factory(sqlite_engine)() as session:
+        for chat in chats:  # private chats of leads: each subscription id is its chat id here
+            await grant_lead(session, chat, granted_by=42, name=None)
+        await session.commit()
+    await digest_clock.start()
+    runs: list[set[int] | None] = []
+    ran = asyncio.Event()
+    run = digest_clock.runner.run
+
+    async def recorded_run(only: set[int] | None = None) -> RunSummary:
+        runs.append(only)
+        clock.now = datetime(2026, 11, 11, 12, 1, 1, tzinfo=MSK)  # the slot has come
+        summary = await run(only)
+        ran.set()
+        return summary
+
+    digest_clock.runner.run = recorded_run  # type: ignore[method-assign]
+    clock = digest_clock.clock
+    clock.now = datetime(2026, 11, 11, 12, 0, 59, 800_000, tzinfo=MSK)  # type: ignore[attr-defined]
+    await digest_clock.rebuild()  # all three jobs 0.2 s ahead
+    await asyncio.wait_for(ran.wait(), 10)
+    await asyncio.gather(*digest_clock._running)  # the run's rescheduling
+    assert runs == [set(chats)]
+    tomorrow = datetime(2026, 11, 12, 12, 1, tzinfo=MSK)
+    assert digest_clock.next_runs() == dict.fromkeys(chats, tomorrow)
