@@ -5,11 +5,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.ingest.export import appeal_records
 from bot.ingest.files import import_file
-from reports.schema import appeals, apps, clients
+from reports.schema import appeals
 
 VIP = "Sales & Partners <VIP>"
 VK_GROUP = "Группа ВК"
@@ -46,18 +46,7 @@ async def stored_appeals(
     engine: AsyncEngine, *, order_by: Any = appeals.c.id
 ) -> list[tuple[str, str, str, str, datetime]]:
     """(appeal, client, channel, app, created_at), in internal id order unless told."""
-    query = (
-        select(
-            appeals.c.external_id,
-            clients.c.external_id,
-            apps.c.channel,
-            apps.c.name,
-            appeals.c.created_at,
-        )
-        .join(clients, clients.c.id == appeals.c.client_id)
-        .join(apps, apps.c.id == appeals.c.app_id)
-        .order_by(order_by)
-    )
+    query = appeal_records().order_by(order_by)
     async with engine.connect() as connection:
         rows = (await connection.execute(query)).all()
     return [(row[0], row[1], row[2], row[3], row[4]) for row in rows]

@@ -2,14 +2,29 @@
 
 import csv
 from datetime import UTC
-from typing import TextIO
+from typing import Any, TextIO
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reports.schema import appeals, apps, clients
 
 FIELDS = ("appeal_id", "client_id", "channel", "app", "created_at")
+
+
+def appeal_records() -> Select[Any]:
+    """Each stored appeal as the import file's fields: appeal, client, channel, app, time."""
+    return (
+        select(
+            appeals.c.external_id,
+            clients.c.external_id,
+            apps.c.channel,
+            apps.c.name,
+            appeals.c.created_at,
+        )
+        .join(clients, clients.c.id == appeals.c.client_id)
+        .join(apps, apps.c.id == appeals.c.app_id)
+    )
 
 
 async def export_appeals(engine: AsyncEngine, out: TextIO) -> int:
@@ -20,18 +35,7 @@ async def export_appeals(engine: AsyncEngine, out: TextIO) -> int:
     """
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(FIELDS)
-    query = (
-        select(
-            appeals.c.external_id,
-            clients.c.external_id,
-            apps.c.channel,
-            apps.c.name,
-            appeals.c.created_at,
-        )
-        .join(clients, clients.c.id == appeals.c.client_id)
-        .join(apps, apps.c.id == appeals.c.app_id)
-        .order_by(appeals.c.id)
-    )
+    query = appeal_records().order_by(appeals.c.id)
     count = 0
     async with engine.connect() as connection:
         rows = await connection.stream(query.execution_options(yield_per=5_000))
