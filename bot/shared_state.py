@@ -1,0 +1,392 @@
+"""What instances of the bot share (DESIGN §9): rate windows, one-time claims, one holder per key
+and the outbound pacing, kept in this process or, with REDIS_URL, in Redis for all instances.
+
+`LocalState` is the single-process behaviour. `RedisState` keeps the same things in Redis with
+atomic scripts that read Redis's own clock, so instances on different hosts agree on time; while
+Redis cannot be reached it answers from a `LocalState` of its own (logging one warning a minute)
+and goes back to Redis as soon as it answers again.
+"""
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Protocol, TypeVar
+
+from redis.asyncio import Redis
+from redis.asyncio.lock import Lock
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import LockError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bot.telegram.outbound import Limits, OutboundLimiter, Sleep, is_group
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+T = TypeVar("T")
+
+# What "Redis is unreachable" looks like to redis-py: refused, reset, timed out, still loading.
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+# While Redis is down, it is asked again at most this often (a blackholed host costs a timeout).
+RETRY_REDIS_EVERY = 1.0
+WARN_EVERY = 60.0
+# Claims kept in memory when there is no Redis (update ids, refusal notes): the oldest go first.
+MAX_LOCAL_CLAIMS = 100_000
+# A held key's lease in Redis, renewed while held: an instance that dies frees it this late.
+HOLD_LEASE = 30.0
+HOLD_POLL = 0.05
+
+
+class Admission(enum.Enum):
+    ACCEPTED = "accepted"
+    # Over the limit: the first refusal of a run is told to the user, the rest are silent.
+    REFUSED_FIRST = "refused first"
+    REFUSED_AGAIN = "refused again"
+
+
+class SharedState(Protocol):
+    async def admit(self, key: str, limit: int, window: float) -> Admission:
+        """Count one event under `key` unless `limit` happened in the last `window` seconds."""
+        ...
+
+    async def claim(self, key: str, ttl: float) -> bool:
+        """True for the first claim of `key` within `ttl` seconds, False for the others."""
+        ...
+
+    def hold(self, key: str) -> AbstractAsyncContextManager[None]:
+        """One holder of `key` at a time; the others wait their turn."""
+        ...
+
+
+class LocalState:
+    """This process's memory: what one instance needs, and Redis's stand-in during an outage."""
+
+    def __init__(self, clock: Clock = time.monotonic, *, max_claims: int = MAX_LOCAL_CLAIMS):
+        self.clock = clock
+        self.max_claims = max_claims
+        self._recent: dict[str, deque[float]] = {}
+        self._warned: set[str] = set()
+        self._claims: OrderedDict[str, float] = OrderedDict()
+        # A lock per key with the number of tasks holding or awaiting it.
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    async def admit(self, key: str, limit: int, window: float) -> Admission:
+        now = self.clock()
+        recent = self._recent.setdefault(key, deque())
+        while recent and now - recent[0] >= window:
+            recent.popleft()
+        if len(recent) >= limit:
+            if key in self._warned:
+                return Admission.REFUSED_AGAIN
+            self._warned.add(key)
+            return Admission.REFUSED_FIRST
+        self._warned.discard(key)
+        recent.append(now)
+        return Admission.ACCEPTED
+
+    async def claim(self, key: str, ttl: float) -> bool:
+        now = self.clock()
+        expires = self._claims.get(key)
+        if expires is not None and expires > now:
+            return False
+        self._claims[key] = now + ttl
+        self._claims.move_to_end(key)
+        while len(self._claims) > self.max_claims:
+            self._claims.popitem(last=False)
+        return True
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, waiting = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, waiting + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, waiting = self._locks[key]
+            if waiting == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, waiting - 1)
+
+
+class RedisHealth:
+    """Whether Redis is worth asking now, and one warning a minute while it is not."""
+
+    def __init__(
+        self,
+        clock: Clock = time.monotonic,
+        *,
+        retry_every: float = RETRY_REDIS_EVERY,
+        warn_every: float = WARN_EVERY,
+    ) -> None:
+        self.clock, self.retry_every, self.warn_every = clock, retry_every, warn_every
+        self._failed_at: float | None = None
+        self._warned_at: float | None = None
+
+    @property
+    def down(self) -> bool:
+        return self._failed_at is not None
+
+    def usable(self) -> bool:
+        return self._failed_at is None or self.clock() - self._failed_at >= self.retry_every
+
+    def failed(self, exc: BaseException) -> None:
+        now = self._failed_at = self.clock()
+        if self._warned_at is None or now - self._warned_at >= self.warn_every:
+            self._warned_at = now
+            logger.warning(
+                "Redis is unreachable (%s): limits are kept in this process until it answers",
+                type(exc).__name__,
+            )
+
+    def succeeded(self) -> None:
+        if self._failed_at is not None:
+            self._failed_at = None
+            logger.info("Redis answers again: limits are shared again")
+
+    async def call(
+        self, shared: Callable[[], Awaitable[T]], local: Callable[[], Awaitable[T]]
+    ) -> T:
+        """`shared()` in Redis, or `local()` when Redis is down or fails now."""
+        if self.usable():
+            try:
+                result = await shared()
+            except REDIS_DOWN as exc:
+                self.failed(exc)
+            else:
+                self.succeeded()
+                return result
+        return await local()
+
+
+def connect(url: str) -> Redis:
+    """A client that fails fast: redis-py's own retries would hold every request for seconds
+    while Redis is down, and the local fallback is the answer to that."""
+    return Redis.from_url(
+        url,
+        socket_connect_timeout=1.0,
+        socket_timeout=1.0,
+        retry=Retry(NoBackoff(), 0),
+        decode_responses=True,
+    )
+
+
+# Redis's clock in microseconds: every instance judges windows by the same time.
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local function fmt(x) return string.format('%.0f', x) end
+"""
+
+# KEYS: the event times, the "told" flag. ARGV: limit, window (µs), a unique member.
+_ADMIT = (
+    _NOW
+    + """
+local window = tonumber(ARGV[2])
+local ttl = math.ceil(window / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', fmt(now - window))
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
+  if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ttl) then return 1 end
+  return 2
+end
+redis.call('DEL', KEYS[2])
+redis.call('ZADD', KEYS[1], fmt(now), ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ttl)
+return 0
+"""
+)
+
+# KEYS: the chat's next free time. ARGV: how long the booked messages take (µs).
+# Returns the µs to wait before the chat's turn.
+_BOOK_CHAT = (
+    _NOW
+    + """
+local at = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
+local after = at + tonumber(ARGV[1])
+redis.call('SET', KEYS[1], fmt(after), 'PX', math.ceil((after - now) / 1000) + 60000)
+return at - now
+"""
+)
+
+# KEYS: the chat's next free time. ARGV: µs from now before which the chat sends nothing more.
+_KEEP_DISTANCE = (
+    _NOW
+    + """
+local floor = now + tonumber(ARGV[1])
+if floor > tonumber(redis.call('GET', KEYS[1]) or '0') then
+  redis.call('SET', KEYS[1], fmt(floor), 'PX', math.ceil((floor - now) / 1000) + 60000)
+end
+return 0
+"""
+)
+
+# KEYS: the overall next free time, the group's send times (unused for a private chat).
+# ARGV: weight, the overall spacing of that weight (µs), the group limit (0: not a group), a
+# unique member prefix. Returns {booked, µs to wait}: a slot in the overall spacing is booked
+# only when the group window allows it by then, so a group waiting out its minute does not
+# hold the other chats back; unbooked, the caller waits and asks again.
+_BOOK_WINDOWS = (
+    _NOW
+    + """
+local at = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
+local weight, limit = tonumber(ARGV[1]), tonumber(ARGV[3])
+if limit > 0 then
+  local minute = 60000000
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', fmt(now - minute))
+  local sent = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. fmt(at - minute), '+inf', 'WITHSCORES')
+  local count = #sent / 2
+  local excess = count + weight - limit
+  if excess > 0 then
+    local free = tonumber(sent[2 * math.min(excess, count)]) + minute
+    if free > at then return {0, free - now} end
+  end
+  for i = 1, weight do redis.call('ZADD', KEYS[2], fmt(at), ARGV[4] .. ':' .. i) end
+  redis.call('PEXPIRE', KEYS[2], math.ceil((at - now) / 1000) + 120000)
+end
+local after = at + tonumber(ARGV[2])
+redis.call('SET', KEYS[1], fmt(after), 'PX', math.ceil((after - now) / 1000) + 60000)
+return {1, at - now}
+"""
+)
+
+
+def _us(seconds: float) -> int:
+    return round(seconds * 1_000_000)
+
+
+class RedisState:
+    """The shared state in Redis under `prefix`, with a `LocalState` for Redis's outages."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        prefix: str,
+        health: RedisHealth | None = None,
+        local: LocalState | None = None,
+    ) -> None:
+        self.redis, self.prefix = redis, prefix
+        self.health = health or RedisHealth()
+        self.local = local or LocalState()
+        self._admit = redis.register_script(_ADMIT)
+
+    def key(self, *parts: object) -> str:
+        return self.prefix + ":".join(str(part) for part in parts)
+
+    async def admit(self, key: str, limit: int, window: float) -> Admission:
+        async def shared() -> Admission:
+            keys = [self.key("window", key), self.key("told", key)]
+            code = await self._admit(keys=keys, args=[limit, _us(window), uuid.uuid4().hex])
+            return [Admission.ACCEPTED, Admission.REFUSED_FIRST, Admission.REFUSED_AGAIN][code]
+
+        return await self.health.call(shared, lambda: self.local.admit(key, limit, window))
+
+    async def claim(self, key: str, ttl: float) -> bool:
+        async def shared() -> bool:
+            taken = await self.redis.set(self.key("claim", key), "1", nx=True, px=_us(ttl) // 1000)
+            return bool(taken)
+
+        return await self.health.call(shared, lambda: self.local.claim(key, ttl))
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock: Lock | None = None
+        if self.health.usable():
+            lock = self.redis.lock(
+                self.key("hold", key), timeout=HOLD_LEASE, sleep=HOLD_POLL, thread_local=False
+            )
+            try:
+                await lock.acquire()
+            except REDIS_DOWN as exc:
+                self.health.failed(exc)
+                lock = None
+            else:
+                self.health.succeeded()
+        if lock is None:
+            async with self.local.hold(key):
+                yield
+            return
+        renewal = asyncio.create_task(_renew(lock), name=f"renew-{key}")
+        try:
+            yield
+        finally:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
+            # Redis gone, or the lease lost during an outage: it expires by itself.
+            with contextlib.suppress(*REDIS_DOWN, LockError):
+                await lock.release()
+
+    def pacer(
+        self,
+        limits: Limits | None = None,
+        *,
+        sleep: Sleep = asyncio.sleep,
+    ) -> "RedisPacer":
+        return RedisPacer(self, limits or Limits(), sleep=sleep)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+async def _renew(lock: Lock) -> None:
+    while True:
+        await asyncio.sleep(HOLD_LEASE / 3)
+        with contextlib.suppress(*REDIS_DOWN, LockError):
+            await lock.reacquire()
+
+
+class RedisPacer:
+    """`OutboundLimiter`'s pacing over all instances: each chat's own pace is booked in Redis,
+    then a slot of the overall spacing (and of a group's minute); during an outage, an
+    `OutboundLimiter` of this process paces alone."""
+
+    def __init__(self, state: RedisState, limits: Limits, *, sleep: Sleep = asyncio.sleep):
+        self.state, self.limits, self._sleep = state, limits, sleep
+        self.local = OutboundLimiter(limits, sleep=sleep)
+        self._book_chat = state.redis.register_script(_BOOK_CHAT)
+        self._keep_distance = state.redis.register_script(_KEEP_DISTANCE)
+        self._book_windows = state.redis.register_script(_BOOK_WINDOWS)
+
+    async def wait(self, chat_id: int | str, weight: int = 1) -> None:
+        async def shared() -> None:
+            chat = self.state.key("pace", "chat", chat_id)
+            delay = await self._book_chat(
+                keys=[chat], args=[_us(weight * self.limits.chat_interval)]
+            )
+            if delay > 0:
+                await self._sleep(delay / 1_000_000)
+            keys = [self.state.key("pace", "overall"), self.state.key("pace", "group", chat_id)]
+            args: list[Any] = [
+                weight,
+                _us(weight / self.limits.per_second),
+                self.limits.group_per_minute if is_group(chat_id) else 0,
+                uuid.uuid4().hex,
+            ]
+            while True:
+                booked, delay = await self._book_windows(keys=keys, args=args)
+                if delay > 0:
+                    await self._sleep(delay / 1_000_000)
+                if booked:
+                    return
+
+        await self.state.health.call(shared, lambda: self.local.wait(chat_id, weight))
+
+    async def answered(self, chat_id: int | str) -> None:
+        await self.pause(chat_id, self.limits.chat_interval)
+
+    async def pause(self, chat_id: int | str, seconds: float) -> None:
+        async def shared() -> None:
+            chat = self.state.key("pace", "chat", chat_id)
+            await self._keep_distance(keys=[chat], args=[_us(seconds)])
+
+        await self.state.health.call(shared, lambda: self.local.pause(chat_id, seconds))
