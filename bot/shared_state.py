@@ -173,8 +173,8 @@ def connect(url: str) -> Redis:
     while Redis is down, and the local fallback is the answer to that."""
     return Redis.from_url(
         url,
-        socket_connect_timeout=1.0,
-        socket_timeout=1.0,
+        socket_connect_timeout=2.0,
+        socket_timeout=2.0,
         retry=Retry(NoBackoff(), 0),
         decode_responses=True,
     )
