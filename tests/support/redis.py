@@ -4,7 +4,6 @@ REQUIRE_REDIS=1), a key prefix of each test's own, and throwaway servers a test 
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
@@ -12,6 +11,8 @@ from contextlib import asynccontextmanager
 
 import pytest
 from redis.asyncio import Redis
+
+from tests.support.process import free_port
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 REQUIRE_REDIS = os.environ.get("REQUIRE_REDIS") == "1"
@@ -38,12 +39,6 @@ async def reachable_redis_url() -> str:
 def unique_prefix() -> str:
     """Keys of one test only: tests (and other checkouts' tests) share the server."""
     return f"test{uuid.uuid4().hex[:12]}:"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class ThrowawayRedis:
