@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol, TypeVar
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.lock import Lock
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -43,6 +43,7 @@ MAX_LOCAL_CLAIMS = 100_000
 # A held key's lease in Redis, renewed while held: an instance that dies frees it this late.
 HOLD_LEASE = 30.0
 HOLD_POLL = 0.05
+REDIS_CONNECTIONS = 50
 
 
 class Admission(enum.Enum):
@@ -170,14 +171,18 @@ class RedisHealth:
 
 def connect(url: str) -> Redis:
     """A client that fails fast: redis-py's own retries would hold every request for seconds
-    while Redis is down, and the local fallback is the answer to that."""
-    return Redis.from_url(
+    while Redis is down, and the local fallback is the answer to that. A burst of updates
+    waits for one of the pool's connections rather than failing as if Redis were down."""
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=REDIS_CONNECTIONS,
+        timeout=2.0,
         socket_connect_timeout=2.0,
         socket_timeout=2.0,
         retry=Retry(NoBackoff(), 0),
         decode_responses=True,
     )
+    return Redis.from_pool(pool)
 
 
 # Redis's clock in microseconds: every instance judges windows by the same time.
@@ -217,43 +222,51 @@ return at - now
 """
 )
 
-# KEYS: the chat's next free time. ARGV: µs from now before which the chat sends nothing more.
+# KEYS: the chat's keys. ARGV: µs from now before which the chat gets nothing more.
 _KEEP_DISTANCE = (
     _NOW
     + """
 local floor = now + tonumber(ARGV[1])
-if floor > tonumber(redis.call('GET', KEYS[1]) or '0') then
-  redis.call('SET', KEYS[1], fmt(floor), 'PX', math.ceil((floor - now) / 1000) + 60000)
+for _, key in ipairs(KEYS) do
+  if floor > tonumber(redis.call('GET', key) or '0') then
+    redis.call('SET', key, fmt(floor), 'PX', math.ceil((floor - now) / 1000) + 60000)
+  end
 end
 return 0
 """
 )
 
-# KEYS: the overall next free time, the group's send times (unused for a private chat).
-# ARGV: weight, the overall spacing of that weight (µs), the group limit (0: not a group), a
-# unique member prefix. Returns {booked, µs to wait}: a slot in the overall spacing is booked
-# only when the group window allows it by then, so a group waiting out its minute does not
-# hold the other chats back; unbooked, the caller waits and asks again.
+# KEYS: the overall next free time, the chat's next free time by what was let through, the
+# group's send times (unused for a private chat). ARGV: weight, the overall spacing of that
+# weight (µs), the chat's spacing of it (µs), the group limit (0: not a group), a unique member
+# prefix. Returns {booked, µs to wait}. A slot of the overall spacing is booked only when the
+# chat and its group allow a send by then: a chat waiting out its pace or its group's minute
+# does not hold the other chats back, and the chat's own turn (booked before) cannot bunch with
+# its next one when the overall queue delays it. Unbooked, the caller waits and asks again.
 _BOOK_WINDOWS = (
     _NOW
     + """
 local at = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
-local weight, limit = tonumber(ARGV[1]), tonumber(ARGV[3])
+local weight, limit = tonumber(ARGV[1]), tonumber(ARGV[4])
+local chat_free = tonumber(redis.call('GET', KEYS[2]) or '0')
+if chat_free > at then return {0, chat_free - now} end
 if limit > 0 then
   local minute = 60000000
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', fmt(now - minute))
-  local sent = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. fmt(at - minute), '+inf', 'WITHSCORES')
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', fmt(now - minute))
+  local sent = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. fmt(at - minute), '+inf', 'WITHSCORES')
   local count = #sent / 2
   local excess = count + weight - limit
   if excess > 0 then
     local free = tonumber(sent[2 * math.min(excess, count)]) + minute
     if free > at then return {0, free - now} end
   end
-  for i = 1, weight do redis.call('ZADD', KEYS[2], fmt(at), ARGV[4] .. ':' .. i) end
-  redis.call('PEXPIRE', KEYS[2], math.ceil((at - now) / 1000) + 120000)
+  for i = 1, weight do redis.call('ZADD', KEYS[3], fmt(at), ARGV[5] .. ':' .. i) end
+  redis.call('PEXPIRE', KEYS[3], math.ceil((at - now) / 1000) + 120000)
 end
 local after = at + tonumber(ARGV[2])
 redis.call('SET', KEYS[1], fmt(after), 'PX', math.ceil((after - now) / 1000) + 60000)
+local chat_after = at + tonumber(ARGV[3])
+redis.call('SET', KEYS[2], fmt(chat_after), 'PX', math.ceil((chat_after - now) / 1000) + 60000)
 return {1, at - now}
 """
 )
@@ -346,9 +359,10 @@ async def _renew(lock: Lock) -> None:
 
 
 class RedisPacer:
-    """`OutboundLimiter`'s pacing over all instances: each chat's own pace is booked in Redis,
-    then a slot of the overall spacing (and of a group's minute); during an outage, an
-    `OutboundLimiter` of this process paces alone."""
+    """`OutboundLimiter`'s pacing over all instances: each chat's turn is booked in Redis (the
+    order in which its messages go), then a slot of the overall spacing that the chat's pace and
+    its group's minute allow; during an outage, an `OutboundLimiter` of this process paces
+    alone."""
 
     def __init__(self, state: RedisState, limits: Limits, *, sleep: Sleep = asyncio.sleep):
         self.state, self.limits, self._sleep = state, limits, sleep
@@ -365,10 +379,15 @@ class RedisPacer:
             )
             if delay > 0:
                 await self._sleep(delay / 1_000_000)
-            keys = [self.state.key("pace", "overall"), self.state.key("pace", "group", chat_id)]
+            keys = [
+                self.state.key("pace", "overall"),
+                self.state.key("pace", "sent", chat_id),
+                self.state.key("pace", "group", chat_id),
+            ]
             args: list[Any] = [
                 weight,
                 _us(weight / self.limits.per_second),
+                _us(weight * self.limits.chat_interval),
                 self.limits.group_per_minute if is_group(chat_id) else 0,
                 uuid.uuid4().hex,
             ]
@@ -386,7 +405,7 @@ class RedisPacer:
 
     async def pause(self, chat_id: int | str, seconds: float) -> None:
         async def shared() -> None:
-            chat = self.state.key("pace", "chat", chat_id)
-            await self._keep_distance(keys=[chat], args=[_us(seconds)])
+            keys = [self.state.key("pace", kind, chat_id) for kind in ("chat", "sent")]
+            await self._keep_distance(keys=keys, args=[_us(seconds)])
 
         await self.state.health.call(shared, lambda: self.local.pause(chat_id, seconds))
