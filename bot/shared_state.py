@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import math
 import time
 import uuid
 from collections import OrderedDict, deque
@@ -222,30 +223,34 @@ return at - now
 """
 )
 
-# KEYS: the chat's keys. ARGV: µs from now before which the chat gets nothing more.
+# KEYS: the chat's next turn and next free time, then (once a request is answered) its
+# "request in flight" flag to clear. ARGV: µs from now before which the chat gets nothing more.
 _KEEP_DISTANCE = (
     _NOW
     + """
 local floor = now + tonumber(ARGV[1])
-for _, key in ipairs(KEYS) do
-  if floor > tonumber(redis.call('GET', key) or '0') then
-    redis.call('SET', key, fmt(floor), 'PX', math.ceil((floor - now) / 1000) + 60000)
+for i = 1, 2 do
+  if floor > tonumber(redis.call('GET', KEYS[i]) or '0') then
+    redis.call('SET', KEYS[i], fmt(floor), 'PX', math.ceil((floor - now) / 1000) + 60000)
   end
 end
+if KEYS[3] then redis.call('DEL', KEYS[3]) end
 return 0
 """
 )
 
 # KEYS: the overall next free time, the chat's next free time by what was let through, the
-# group's send times (unused for a private chat). ARGV: weight, the overall spacing of that
-# weight (µs), the chat's spacing of it (µs), the group limit (0: not a group), a unique member
-# prefix. Returns {booked, µs to wait}. A slot of the overall spacing is booked only when the
-# chat and its group allow a send by then: a chat waiting out its pace or its group's minute
-# does not hold the other chats back, and the chat's own turn (booked before) cannot bunch with
-# its next one when the overall queue delays it. Unbooked, the caller waits and asks again.
+# group's send times (unused for a private chat), the chat's "request in flight" flag. ARGV:
+# weight, the overall spacing of that weight (µs), the chat's spacing of it (µs), the group
+# limit (0: not a group), a unique member prefix. Returns {booked, µs to wait}. A slot of the
+# overall spacing is booked only when the chat and its group allow a send by then: a chat
+# waiting out its pace or its group's minute does not hold the other chats back. One request
+# per chat is in flight at a time (the next keeps its distance from the answer), so two
+# messages to one chat cannot bunch when the first is sent late.
 _BOOK_WINDOWS = (
     _NOW
     + """
+if redis.call('EXISTS', KEYS[4]) == 1 then return {0, 50000} end
 local at = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
 local weight, limit = tonumber(ARGV[1]), tonumber(ARGV[4])
 local chat_free = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -267,7 +272,28 @@ local after = at + tonumber(ARGV[2])
 redis.call('SET', KEYS[1], fmt(after), 'PX', math.ceil((after - now) / 1000) + 60000)
 local chat_after = at + tonumber(ARGV[3])
 redis.call('SET', KEYS[2], fmt(chat_after), 'PX', math.ceil((chat_after - now) / 1000) + 60000)
+redis.call('SET', KEYS[4], '1', 'PX', math.ceil((at - now) / 1000) + 15000)
 return {1, at - now}
+"""
+)
+
+# KEYS: the times of the messages let through in the last second, over all chats. ARGV:
+# weight, the most a second, a unique member prefix. Returns 0 and records the messages, or the
+# µs to wait. Judged at the moment of sending: an instance that wakes late from its booked
+# slot cannot bunch messages past the limit.
+_LET_THROUGH = (
+    _NOW
+    + """
+local window, weight = 1000000, tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', fmt(now - window))
+local excess = redis.call('ZCARD', KEYS[1]) + weight - tonumber(ARGV[2])
+if excess > 0 then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, excess - 1, 'WITHSCORES')
+  return math.max(1, tonumber(oldest[#oldest]) + window - now)
+end
+for i = 1, weight do redis.call('ZADD', KEYS[1], fmt(now), ARGV[3] .. ':' .. i) end
+redis.call('PEXPIRE', KEYS[1], 2000)
+return 0
 """
 )
 
@@ -370,6 +396,7 @@ class RedisPacer:
         self._book_chat = state.redis.register_script(_BOOK_CHAT)
         self._keep_distance = state.redis.register_script(_KEEP_DISTANCE)
         self._book_windows = state.redis.register_script(_BOOK_WINDOWS)
+        self._let_through = state.redis.register_script(_LET_THROUGH)
 
     async def wait(self, chat_id: int | str, weight: int = 1) -> None:
         async def shared() -> None:
@@ -379,33 +406,43 @@ class RedisPacer:
             )
             if delay > 0:
                 await self._sleep(delay / 1_000_000)
+            member = uuid.uuid4().hex
             keys = [
                 self.state.key("pace", "overall"),
                 self.state.key("pace", "sent", chat_id),
                 self.state.key("pace", "group", chat_id),
+                self.state.key("pace", "busy", chat_id),
             ]
             args: list[Any] = [
                 weight,
                 _us(weight / self.limits.per_second),
                 _us(weight * self.limits.chat_interval),
                 self.limits.group_per_minute if is_group(chat_id) else 0,
-                uuid.uuid4().hex,
+                member,
             ]
             while True:
                 booked, delay = await self._book_windows(keys=keys, args=args)
                 if delay > 0:
                     await self._sleep(delay / 1_000_000)
                 if booked:
-                    return
+                    break
+            let_through: list[Any] = [weight, math.floor(self.limits.per_second), member]
+            log = [self.state.key("pace", "let-through")]
+            while (delay := await self._let_through(keys=log, args=let_through)) > 0:
+                await self._sleep(delay / 1_000_000)
 
         await self.state.health.call(shared, lambda: self.local.wait(chat_id, weight))
 
     async def answered(self, chat_id: int | str) -> None:
-        await self.pause(chat_id, self.limits.chat_interval)
+        await self._hold_chat(chat_id, self.limits.chat_interval, done=True)
 
     async def pause(self, chat_id: int | str, seconds: float) -> None:
+        await self._hold_chat(chat_id, seconds, done=False)
+
+    async def _hold_chat(self, chat_id: int | str, seconds: float, *, done: bool) -> None:
         async def shared() -> None:
-            keys = [self.state.key("pace", kind, chat_id) for kind in ("chat", "sent")]
+            kinds = ("chat", "sent", "busy") if done else ("chat", "sent")
+            keys = [self.state.key("pace", kind, chat_id) for kind in kinds]
             await self._keep_distance(keys=keys, args=[_us(seconds)])
 
         await self.state.health.call(shared, lambda: self.local.pause(chat_id, seconds))

@@ -8,7 +8,7 @@ import math
 import re
 import struct
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -617,6 +617,8 @@ class FakeTelegram:
         self._webhook_client: ClientSession | None = None
         # (update_id, target URL, HTTP status) of every webhook delivery, in order.
         self.webhook_deliveries: list[tuple[int, str, int]] = []
+        # Sends answered 429 by `enforce_rate_limits`, by the limit they broke.
+        self.refused_by_limit: Counter[str] = Counter()
         self._posted: dict[int, dict[str, Any]] = {}
         self._users: dict[int, dict[str, Any]] = {self.bot_id: dict(self.bot_user)}
         self._chats: dict[int, dict[str, Any]] = {}
@@ -1442,14 +1444,16 @@ class FakeTelegram:
         now = time.monotonic()
         per_chat, overall, per_group = self.rate_limits
         windows = [
-            (1.0, per_chat, [s for s in self._sends if s.chat_id == chat["id"]]),
-            (1.0, overall, self._sends),
+            ("per_chat", 1.0, per_chat, [s for s in self._sends if s.chat_id == chat["id"]]),
+            ("global", 1.0, overall, self._sends),
         ]
         if chat["type"] in ("group", "supergroup"):
-            windows.append((60.0, per_group, [s for s in self._sends if s.chat_id == chat["id"]]))
-        for window, limit, sends in windows:
+            in_chat = [s for s in self._sends if s.chat_id == chat["id"]]
+            windows.append(("group", 60.0, per_group, in_chat))
+        for kind, window, limit, sends in windows:
             recent = [s.at for s in sends if s.at > now - window]
             if len(recent) >= limit:
+                self.refused_by_limit[kind] += 1
                 retry_after = max(1, math.ceil(recent[-limit] + window - now))
                 raise ApiError(
                     429,

@@ -10,7 +10,9 @@ import pytest
 from redis.asyncio import Redis
 
 from bot.shared_state import Admission, LocalState, RedisHealth, RedisState, connect
+from bot.telegram import outbound
 from bot.telegram.outbound import Limits
+from tests.fake_telegram import FakeTelegram
 from tests.support.redis import ThrowawayRedis
 
 
@@ -93,8 +95,10 @@ async def test_a_chat_is_paced_over_both_instances(two: list[RedisState]) -> Non
     pacers = [state.pacer(limits) for state in two]
     sent: list[float] = []
     for i in range(5):
+        # As the session's middleware does: wait, send, then say it was answered.
         await pacers[i % 2].wait(7)
         sent.append(time.monotonic())
+        await pacers[i % 2].answered(7)
     gaps = [later - earlier for earlier, later in zip(sent, sent[1:], strict=False)]
     assert all(gap >= 0.19 for gap in gaps), gaps
 
@@ -107,6 +111,7 @@ async def test_the_overall_rate_holds_over_both_instances(two: list[RedisState])
     async def send(chat: int) -> None:
         await pacers[chat % 2].wait(chat)
         sent.append(time.monotonic())
+        await pacers[chat % 2].answered(chat)
 
     await asyncio.gather(*(send(chat) for chat in range(1, 31)))
     sent.sort()
@@ -134,6 +139,7 @@ async def test_a_group_gets_twenty_a_minute_over_both_instances(two: list[RedisS
     limits = Limits(per_second=1000, chat_interval=0, group_per_minute=3)
     for i in range(3):
         await two[i % 2].pacer(limits).wait(-100)
+        await two[i % 2].pacer(limits).answered(-100)
     asked: list[float] = []
     with pytest.raises(Asked):
         await two[1].pacer(limits, sleep=recording_sleep(asked)).wait(-100)
@@ -209,3 +215,27 @@ async def test_while_redis_is_down_limits_are_local_with_one_warning_a_minute(
     finally:
         await probe.aclose()
         await state.close()
+
+
+async def test_a_429_one_instance_gets_holds_the_chat_for_the_other(two: list[RedisState]) -> None:
+    """Through the real session middlewares: instance A's send is answered 429 retry_after=2;
+    instance B's send to that chat waits the same two seconds, and A's retry keeps its pace."""
+    async with FakeTelegram(enforce_rate_limits=True) as tg:
+        bots = [tg.create_bot() for _ in two]
+        for bot, state in zip(bots, two, strict=True):
+            outbound.install(bot, state.pacer())
+        try:
+            tg.fail_next("sendMessage", 429, retry_after=2)
+            first = asyncio.create_task(bots[0].send_message(7, "from A"))
+            (refused,) = await tg.wait_for("sendMessage")
+            await bots[1].send_message(7, "from B")
+            await first
+        finally:
+            for bot in bots:
+                await bot.session.close()
+    sent = [call for call in tg.calls("sendMessage") if call.ok]
+    assert sorted(call.params["text"] for call in sent) == ["from A", "from B"]
+    assert refused.status == 429
+    assert min(call.at for call in sent) - refused.at >= 1.9
+    assert abs(sent[1].at - sent[0].at) >= 1.0
+    assert tg.too_many_requests() == 1
