@@ -40,6 +40,7 @@ from tests.scale.instances import (  # noqa: E402
     Run,
     forget,
     fresh_token,
+    instance_logs,
     instances,
     percentile,
     run_load,
@@ -83,13 +84,15 @@ async def one_run(count: int, load: Load, postgres: str, redis: str) -> Run:
                 overall, per_chat = tg.send_peaks()
                 too_many = tg.too_many_requests()
                 refused = dict(tg.refused_by_limit)
+            outages = sum(log.count("Redis is unreachable") for log in instance_logs(Path(folder)))
         first = [percentile(run.first_reply, share) for share in (0.5, 0.95)]
         last = [percentile(run.last_part, share) for share in (0.5, 0.95)]
         print(
             f"{count} instance(s): {load.updates} updates in {run.seconds:.1f} s = "
             f"{run.updates_per_second:.1f} updates/s; first reply p50 {first[0]:.2f} s, p95 "
             f"{first[1]:.2f} s; last part p50 {last[0]:.2f} s, p95 {last[1]:.2f} s; peak "
-            f"{overall} msg/s overall, {per_chat}/s per chat; {too_many} answered 429 {refused}",
+            f"{overall} msg/s overall, {per_chat}/s per chat; {too_many} answered 429 {refused}; "
+            f"{outages} Redis outage warnings",
             flush=True,
         )
         return run
