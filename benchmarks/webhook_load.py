@@ -80,7 +80,17 @@ async def one_run(count: int, load: Load, postgres: str, redis: str) -> Run:
                     redis_url=redis,
                     admins=load.user_ids(),
                 ) as targets:
-                    run = await run_load(tg, targets, load)
+                    try:
+                        run = await run_load(tg, targets, load)
+                    except TimeoutError as exc:
+                        logs = instance_logs(Path(folder))
+                        unavailable = sum(log.count("database unavailable") for log in logs)
+                        print(
+                            f"{count} instance(s): INCOMPLETE ({exc}); {unavailable} updates "
+                            "answered 'database unavailable'",
+                            flush=True,
+                        )
+                        raise
                 overall, per_chat = tg.send_peaks()
                 too_many = tg.too_many_requests()
                 refused = dict(tg.refused_by_limit)

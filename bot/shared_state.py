@@ -43,8 +43,10 @@ WARN_EVERY = 60.0
 MAX_LOCAL_CLAIMS = 100_000
 # A held key's lease in Redis, renewed while held: an instance that dies frees it this late.
 HOLD_LEASE = 30.0
-HOLD_POLL = 0.05
-REDIS_CONNECTIONS = 50
+# How often a waiting holder asks again: a user's next report may start this much late, and a
+# flood of queued reports costs Redis (and the pool) this many requests a second each.
+HOLD_POLL = 0.2
+REDIS_CONNECTIONS = 100
 
 
 class Admission(enum.Enum):

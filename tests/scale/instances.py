@@ -186,7 +186,8 @@ async def run_load(tg: FakeTelegram, targets: list[str], load: Load) -> Run:
     run.started = time.monotonic()
     await asyncio.gather(*(post(index, update) for index, update in enumerate(update_ids)))
     messages, documents = load.expected_sends()
-    timeout = 60 + load.updates
+    # Well past what Telegram's pace needs for the answers (about 1.6 messages an update).
+    timeout = 120 + load.updates / 4
     await tg.wait_for("sendDocument", count=documents, timeout=timeout)
     await tg.wait_for("sendMessage", count=messages, timeout=timeout)
     run.finished = max(call.at for call in tg.calls() if call.ok)
