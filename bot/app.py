@@ -1,8 +1,10 @@
-"""Composition root: the Bot, the Dispatcher with its routers and middlewares, and polling."""
+"""Composition root: the Bot, the Dispatcher with its routers and middlewares, and the way
+updates come in: long polling, or Telegram's webhook (TELEGRAM_WEBHOOK_URL)."""
 
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +18,7 @@ from aiogram.enums import ParseMode
 from aiogram.exceptions import (
     ClientDecodeError,
     TelegramAPIError,
+    TelegramBadRequest,
     TelegramUnauthorizedError,
 )
 from aiogram.types import BotCommand, User
@@ -27,6 +30,7 @@ from bot.digests.clock import DigestClock
 from bot.digests.runner import DigestRunner
 from bot.ingest.chatwoot_sync import reconcile_forever
 from bot.rendering import Renderer
+from bot.shared_state import RedisState, connect
 from bot.storage.checkpoints import checkpoints_in_background
 from bot.storage.engine import session_factory
 from bot.telegram import outbound
@@ -37,8 +41,9 @@ from bot.telegram.middlewares import (
     DbSessionMiddleware,
     InFlightMiddleware,
     ReportFloodMiddleware,
+    UpdateOnceMiddleware,
 )
-from bot.telegram.outbound import OutboundLimiter, backoff_delays, retry
+from bot.telegram.outbound import OutboundLimiter, Pacer, backoff_delays, retry
 from bot.web.server import IngestServer, start_web
 from handlers import build_routers
 from reports.errors import N_
@@ -79,6 +84,8 @@ class Application:
     dispatcher: Dispatcher
     digests: DigestRunner
     digest_clock: DigestClock
+    # What the instances share, with REDIS_URL.
+    shared: RedisState | None = None
 
 
 def build_dispatcher(
@@ -87,9 +94,11 @@ def build_dispatcher(
     *,
     clock: Clock | None = None,
     renderer: Renderer | None = None,
+    shared_state: RedisState | None = None,
     **workflow_data: Any,
 ) -> Dispatcher:
-    """A fresh Dispatcher (routers can be attached once, so tests build one each)."""
+    """A fresh Dispatcher (routers can be attached once, so tests build one each); its limits
+    live in `shared_state`, or in this process without it."""
     renderer = renderer or Renderer()
     clock = clock or (lambda: datetime.now(UTC))
     dispatcher = Dispatcher(
@@ -105,11 +114,13 @@ def build_dispatcher(
     sessions = session_factory(engine)
     in_flight = InFlightMiddleware()
     dispatcher.update.outer_middleware(in_flight)
+    if settings.telegram_webhook_url:
+        dispatcher.update.outer_middleware(UpdateOnceMiddleware(shared_state))
     PeopleI18nMiddleware(build_i18n(settings.language), sessions).setup(dispatcher)
     # Inner: only updates a handler matched are judged (group chatter passes unanswered), and
     # only they get the update's session, after access was checked in reads of its own.
-    access = AccessMiddleware(settings.admin_ids, sessions)
-    flood = ReportFloodMiddleware()
+    access = AccessMiddleware(settings.admin_ids, sessions, state=shared_state)
+    flood = ReportFloodMiddleware(state=shared_state)
     db_session = DbSessionMiddleware(engine)
     for observer in (dispatcher.message, dispatcher.callback_query):
         observer.middleware(access)
@@ -132,17 +143,28 @@ def build_application(
     engine: AsyncEngine,
     *,
     clock: Clock | None = None,
-    limiter: OutboundLimiter | None = None,
+    limiter: Pacer | None = None,
 ) -> Application:
     """Everything `python -m bot` runs, wired once; tests build the same with a fake server."""
     clock = clock or (lambda: datetime.now(UTC))
     bot = build_bot(settings)
-    outbound.install(bot, limiter or OutboundLimiter())
+    # Keys carry the bot's id: bots sharing one Redis keep apart.
+    shared = (
+        RedisState(connect(settings.redis_url), prefix=f"bot{bot.id}:")
+        if settings.redis_url
+        else None
+    )
+    outbound.install(bot, limiter or (shared.pacer() if shared else OutboundLimiter()))
     renderer = Renderer()
     runner = DigestRunner(bot, engine, renderer, settings, clock=clock)
     digest_clock = DigestClock(runner, engine, settings.timezone, clock)
     dispatcher = build_dispatcher(
-        settings, engine, clock=clock, renderer=renderer, digest_clock=digest_clock
+        settings,
+        engine,
+        clock=clock,
+        renderer=renderer,
+        shared_state=shared,
+        digest_clock=digest_clock,
     )
 
     menu = CommandMenu(bot, settings.language)
@@ -155,7 +177,12 @@ def build_application(
     dispatcher.startup.register(on_startup)
     dispatcher.shutdown.register(menu.stop)
     dispatcher.shutdown.register(digest_clock.shutdown)
-    return Application(bot=bot, dispatcher=dispatcher, digests=runner, digest_clock=digest_clock)
+    if shared is not None:
+        # Last: the sends that finish during the shutdown still pace through it.
+        dispatcher.shutdown.register(shared.close)
+    return Application(
+        bot=bot, dispatcher=dispatcher, digests=runner, digest_clock=digest_clock, shared=shared
+    )
 
 
 def command_menu(language: str) -> list[BotCommand]:
@@ -246,7 +273,9 @@ async def wait_for_telegram(
     )
 
 
-async def run_polling(settings: Settings, engine: AsyncEngine) -> int:
+async def serve(settings: Settings, engine: AsyncEngine) -> int:
+    """Run the bot until SIGTERM or SIGINT: long polling, or with TELEGRAM_WEBHOOK_URL the
+    webhook on the web server. Returns the exit code."""
     if not settings.admin_ids:
         logger.warning("ADMIN_IDS is empty: the bot will refuse everyone until it is set")
     app = build_application(settings, engine)
@@ -257,8 +286,15 @@ async def run_polling(settings: Settings, engine: AsyncEngine) -> int:
             logger.error("Telegram rejected BOT_TOKEN: check the token from @BotFather")
             return 2
         logger.info("bot @%s starts, database %s", me.username, engine.url.render_as_string())
+        webhook = settings.telegram_webhook_secret if settings.telegram_webhook_url else None
         try:
-            web_runner = await _start_web(settings, engine)
+            web_runner = await _start_web(
+                settings,
+                engine,
+                telegram=None
+                if webhook is None
+                else (app.dispatcher, app.bot, webhook.get_secret_value()),
+            )
         except OSError as exc:
             logger.error(
                 "cannot serve on WEB_HOST:WEB_PORT %s:%s: %s (set another WEB_PORT, or 0 for "
@@ -276,26 +312,89 @@ async def run_polling(settings: Settings, engine: AsyncEngine) -> int:
         )
         try:
             async with checkpoints_in_background(engine):
+                if web_runner is not None and webhook is not None:
+                    return await _serve_webhook(app, settings, web_runner)
                 await app.dispatcher.start_polling(app.bot)
         finally:
             if reconcile is not None:
                 reconcile.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reconcile
-            if web_runner is not None:
+            if web_runner is not None and webhook is None:
                 await web_runner.cleanup()
     finally:
         await app.bot.session.close()
     return 0
 
 
-async def _start_web(settings: Settings, engine: AsyncEngine) -> web.AppRunner | None:
-    """The ingestion and health server on WEB_HOST:WEB_PORT; None when WEB_PORT=0. A port that
-    cannot be had raises OSError."""
+async def set_webhook(bot: Bot, dispatcher: Dispatcher, settings: Settings) -> None:
+    """Point Telegram at TELEGRAM_WEBHOOK_URL; retried while Telegram cannot be reached.
+
+    Every instance sets the same webhook at start and none deletes it at shutdown: the others
+    go on serving. Pending updates are kept (drop_pending_updates=False): they are users'
+    commands.
+    """
+    url, secret = settings.telegram_webhook_url, settings.telegram_webhook_secret
+    assert url and secret
+
+    def log(exc: Exception, _failures: int, delay: float) -> None:
+        logger.warning("setWebhook failed (%s); retrying in %.0f s", type(exc).__name__, delay)
+
+    await retry(
+        lambda: bot.set_webhook(
+            url,
+            secret_token=secret.get_secret_value(),
+            allowed_updates=dispatcher.resolve_used_update_types(),
+            drop_pending_updates=False,
+        ),
+        delays=backoff_delays(1.0, limit=30.0),
+        on_retry=log,
+    )
+
+
+async def _serve_webhook(app: Application, settings: Settings, web_runner: web.AppRunner) -> int:
+    dispatcher, bot = app.dispatcher, app.bot
+    workflow = {"dispatcher": dispatcher, "bots": [bot], **dispatcher.workflow_data}
+    await dispatcher.emit_startup(bot=bot, **workflow)
+    try:
+        try:
+            await set_webhook(bot, dispatcher, settings)
+        except TelegramBadRequest as exc:
+            logger.error("Telegram refused TELEGRAM_WEBHOOK_URL: %s", exc.message)
+            return 2
+        logger.info("webhook mode: updates arrive at %s", settings.telegram_webhook_url)
+        await _stop_requested()
+        logger.info("stopping: no new updates; the ones being handled finish")
+    finally:
+        # Updates stop coming first; the shutdown hooks then wait for those under way.
+        await web_runner.cleanup()
+        await dispatcher.emit_shutdown(bot=bot, **workflow)
+    return 0
+
+
+async def _stop_requested() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for number in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(number)
+
+
+async def _start_web(
+    settings: Settings, engine: AsyncEngine, *, telegram: tuple[Dispatcher, Bot, str] | None
+) -> web.AppRunner | None:
+    """The ingestion and health server on WEB_HOST:WEB_PORT, with /telegram in webhook mode;
+    None when WEB_PORT=0. A port that cannot be had raises OSError."""
     if settings.web_port == 0:
         logger.info("web server off (WEB_PORT=0)")
         return None
-    runner = await start_web(IngestServer(settings, engine), settings.web_host, settings.web_port)
+    runner = await start_web(
+        IngestServer(settings, engine), settings.web_host, settings.web_port, telegram=telegram
+    )
     if settings.ingest_token is None:
         logger.info("INGEST_TOKEN is not set: ingestion endpoints answer 401")
     logger.info("web server on http://%s:%s", settings.web_host, settings.web_port)

@@ -299,6 +299,6 @@ async def run_bot(settings: Settings, engine: AsyncEngine) -> int:
     if settings.bot_token is None or not settings.bot_token.get_secret_value().strip():
         print(NO_TOKEN_HELP, file=sys.stderr)
         return 2
-    from bot.app import run_polling  # imported late: the CLI's other commands need no aiogram
+    from bot.app import serve  # imported late: the CLI's other commands need no aiogram
 
-    return await run_polling(settings, engine)
+    return await serve(settings, engine)

@@ -1,10 +1,12 @@
 """Settings from the environment or `.env` (DESIGN.md §6), validated once at start."""
 
+import re
 from functools import cache
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, available_timezones
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -17,6 +19,8 @@ CSV_DELIMITERS = frozenset(";,|:\t")
 DATABASE_DRIVERS = {"sqlite+aiosqlite", "postgresql+asyncpg"}
 # How long a stopping bot lets the reports and digests already being sent finish.
 SHUTDOWN_GRACE = 30.0
+# Telegram's rule for setWebhook's secret_token.
+WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 
 # Names the tz database ships that are no place: the host's own zone, a placeholder, aliases
@@ -67,6 +71,10 @@ class Settings(BaseSettings):
     # How long a digest claim outlives its holder: another instance resumes a dead one's digests
     # after this (bot/digests/runner.py).
     digest_lease_seconds: int = Field(default=180, ge=10, le=3600)
+    # Several instances (DESIGN §9): updates by webhook to POST /telegram, shared state in Redis.
+    telegram_webhook_url: str | None = None
+    telegram_webhook_secret: SecretStr | None = None
+    redis_url: str | None = None
 
     @field_validator("admin_ids", mode="before")
     @classmethod
@@ -155,6 +163,48 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) base URL such as http://127.0.0.1:8081")
         return value.rstrip("/")
 
+    @field_validator("telegram_webhook_url", mode="before")
+    @classmethod
+    def _https_url(cls, value: object) -> object:
+        if value in (None, ""):
+            return None
+        # Telegram delivers webhooks over HTTPS only (a reverse proxy terminates TLS).
+        if not isinstance(value, str) or not value.startswith("https://"):
+            raise ValueError("must be the public https:// URL of /telegram")
+        return value
+
+    @field_validator("telegram_webhook_secret", mode="before")
+    @classmethod
+    def _webhook_secret(cls, value: object) -> object:
+        if value in (None, ""):
+            return None
+        if not isinstance(value, str) or not WEBHOOK_SECRET.fullmatch(value):
+            raise ValueError(
+                "must be 1-256 characters of A-Z, a-z, 0-9, '_' and '-' (Telegram's rule; for "
+                "example: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return value
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _redis_url(cls, value: object) -> object:
+        if value in (None, ""):
+            return None
+        if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a Redis URL such as redis://127.0.0.1:6379/0")
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_complete(self) -> Self:
+        if self.telegram_webhook_url and self.telegram_webhook_secret is None:
+            raise ValueError(
+                "TELEGRAM_WEBHOOK_SECRET is required with TELEGRAM_WEBHOOK_URL: Telegram sends "
+                "it with every update, and /telegram refuses requests without it"
+            )
+        if self.telegram_webhook_url and self.web_port == 0:
+            raise ValueError("TELEGRAM_WEBHOOK_URL needs the web server: set WEB_PORT")
+        return self
+
     @property
     def chatwoot_sync_configured(self) -> bool:
         return bool(self.chatwoot_api_url and self.chatwoot_api_token and self.chatwoot_account_id)
@@ -163,7 +213,9 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret value, for the log redaction."""
         values = [self.bot_token, self.ingest_token, self.chatwoot_webhook_secret]
-        values.append(self.chatwoot_api_token)
+        values += [self.chatwoot_api_token, self.telegram_webhook_secret]
+        if self.redis_url and (redis_password := urlsplit(self.redis_url).password):
+            values.append(SecretStr(redis_password))
         return [value.get_secret_value() for value in values if value and value.get_secret_value()]
 
     @property
@@ -185,7 +237,9 @@ def load_settings(**overrides: object) -> Settings:
         lines = []
         for error in exc.errors():
             name = ".".join(str(part) for part in error["loc"]).upper()
-            lines.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
+            message = error["msg"].removeprefix("Value error, ")
+            # A rule over several settings names them itself.
+            lines.append(f"{name}: {message}" if name else message)
         # Read before the language setting is known, and pydantic's words are English: shown as
         # they are.
         raise SettingsError(N_("bad setting: {problems}"), problems="; ".join(lines)) from None

@@ -8,7 +8,7 @@ import math
 import re
 import struct
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -17,7 +17,7 @@ from aiogram import Bot
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
-from aiohttp import web
+from aiohttp import ClientSession, web
 
 
 def _words(text: str) -> tuple[str, ...]:
@@ -51,6 +51,9 @@ NOT_MODIFIED = (
     "exactly the same as a current content and reply markup of the message"
 )
 BLOCKED = "Forbidden: bot was blocked by the user"
+WEBHOOK_NOT_HTTPS = "Bad Request: bad webhook: An HTTPS URL must be provided for webhook"
+SECRET_NOT_ALLOWED = "Bad Request: secret token contains unallowed characters"
+_WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 # Telegram matches method names case-insensitively; the fake records the canonical spelling.
 _METHODS = _words(
@@ -610,6 +613,13 @@ class FakeTelegram:
         self._allowed_updates: frozenset[str] | None = None
         self._poll: _Poll | None = None
         self._webhook_url = ""
+        self._webhook_secret = ""
+        self._webhook_client: ClientSession | None = None
+        # (update_id, target URL, HTTP status) of every webhook delivery, in order.
+        self.webhook_deliveries: list[tuple[int, str, int]] = []
+        # Sends answered 429 by `enforce_rate_limits`, by the limit they broke.
+        self.refused_by_limit: Counter[str] = Counter()
+        self._posted: dict[int, dict[str, Any]] = {}
         self._users: dict[int, dict[str, Any]] = {self.bot_id: dict(self.bot_user)}
         self._chats: dict[int, dict[str, Any]] = {}
         self._members: dict[tuple[int, int], str] = {}
@@ -676,6 +686,8 @@ class FakeTelegram:
 
     async def close(self) -> None:
         self._closing = True
+        if self._webhook_client is not None:
+            await self._webhook_client.close()
         for stall in self._stalls:
             stall.set()
         self._signal.fire()
@@ -780,6 +792,23 @@ class FakeTelegram:
             *_window_violations(groups, 60.0, group_per_min, "group", by_chat=True),
         ]
 
+    def send_peaks(self, window: float = 1.0) -> tuple[int, int]:
+        """The most successful send requests in any `window` seconds: over all chats, and in
+        any one chat."""
+        overall = _peak((send.at for send in self._sends), window)
+        by_chat: dict[int, list[float]] = defaultdict(list)
+        for send in self._sends:
+            by_chat[send.chat_id].append(send.at)
+        return overall, max((_peak(times, window) for times in by_chat.values()), default=0)
+
+    def too_many_requests(self) -> int:
+        """How many requests were answered 429."""
+        return sum(1 for call in self._calls if call.status == 429)
+
+    @property
+    def webhook_secret(self) -> str:
+        return self._webhook_secret
+
     # -- injecting updates ------------------------------------------------------------------
 
     def add_chat(
@@ -836,6 +865,32 @@ class FakeTelegram:
         self._updates.append(update)
         self._signal.fire()
         return update["update_id"]
+
+    async def post_update(self, update_id: int, url: str, *, secret: str | None = None) -> int:
+        """POST a queued update to a webhook, as Telegram does once setWebhook was called: with
+        the registered secret token (or `secret`). `url` is where it goes (an instance behind the
+        load balancer). A 200 takes the update off the queue; posting it again afterwards is a
+        repeated delivery. Returns the HTTP status."""
+        if not self._webhook_url:
+            raise AssertionError("no webhook set: Telegram would not post updates")
+        update = next((u for u in self._updates if u["update_id"] == update_id), None)
+        update = update or self._posted.get(update_id)
+        if update is None:
+            raise ValueError(f"no update {update_id} to post")
+        if self._webhook_client is None:
+            self._webhook_client = ClientSession()
+        token = self._webhook_secret if secret is None else secret
+        headers = {"X-Telegram-Bot-Api-Secret-Token": token} if token else {}
+        async with self._webhook_client.post(url, json=update, headers=headers) as response:
+            await response.read()
+            status = response.status
+        self.webhook_deliveries.append((update_id, url, status))
+        if status == 200 and update_id not in self._posted:
+            self._posted[update_id] = update
+            self._updates = [u for u in self._updates if u["update_id"] != update_id]
+            self._confirmed = max(self._confirmed, update_id)
+        self._signal.fire()
+        return status
 
     def send_message(
         self,
@@ -1389,14 +1444,16 @@ class FakeTelegram:
         now = time.monotonic()
         per_chat, overall, per_group = self.rate_limits
         windows = [
-            (1.0, per_chat, [s for s in self._sends if s.chat_id == chat["id"]]),
-            (1.0, overall, self._sends),
+            ("per_chat", 1.0, per_chat, [s for s in self._sends if s.chat_id == chat["id"]]),
+            ("global", 1.0, overall, self._sends),
         ]
         if chat["type"] in ("group", "supergroup"):
-            windows.append((60.0, per_group, [s for s in self._sends if s.chat_id == chat["id"]]))
-        for window, limit, sends in windows:
+            in_chat = [s for s in self._sends if s.chat_id == chat["id"]]
+            windows.append(("group", 60.0, per_group, in_chat))
+        for kind, window, limit, sends in windows:
             recent = [s.at for s in sends if s.at > now - window]
             if len(recent) >= limit:
+                self.refused_by_limit[kind] += 1
                 retry_after = max(1, math.ceil(recent[-limit] + window - now))
                 raise ApiError(
                     429,
@@ -1434,25 +1491,41 @@ class FakeTelegram:
 
     def _delete_webhook(self, call: Call) -> bool:
         self._webhook_url = ""
+        self._drop_pending(call)
+        return True
+
+    def _drop_pending(self, call: Call) -> None:
         if call.params.get("drop_pending_updates") == "true" and self._updates:
             self._confirmed = max(self._confirmed, self._updates[-1]["update_id"])
             self._updates.clear()
             self._signal.fire()
-        return True
 
     def _set_webhook(self, call: Call) -> bool:
-        self._webhook_url = call.params.get("url", "")
+        url = call.params.get("url", "")
+        secret = call.params.get("secret_token", "")
+        if url and not url.startswith("https://"):
+            raise ApiError(400, WEBHOOK_NOT_HTTPS)
+        if secret and not _WEBHOOK_SECRET.fullmatch(secret):
+            raise ApiError(400, SECRET_NOT_ALLOWED)
+        self._webhook_url, self._webhook_secret = url, secret
+        if call.params.get("allowed_updates"):
+            allowed = _json_param(call, "allowed_updates", "allowed updates") or []
+            self._allowed_updates = frozenset(allowed) if allowed else None
+        self._drop_pending(call)
         if self._poll is not None:
             self._poll.terminated_by = "Conflict: terminated by setWebhook request"
             self._signal.fire()
         return True
 
     def _get_webhook_info(self, call: Call) -> dict[str, Any]:
-        return {
+        info: dict[str, Any] = {
             "url": self._webhook_url,
             "has_custom_certificate": False,
             "pending_update_count": len(self._updates),
         }
+        if self._webhook_url and self._allowed_updates is not None:
+            info["allowed_updates"] = sorted(self._allowed_updates)
+        return info
 
     async def _get_updates(self, call: Call) -> list[dict[str, Any]]:
         if self._webhook_url:
@@ -1899,3 +1972,14 @@ def _window_violations(
         if len(times) > limit:
             violations.append(RateViolation(kind, key, send.at, len(times), limit))
     return violations
+
+
+def _peak(times: Iterable[float], window: float = 1.0) -> int:
+    recent: deque[float] = deque()
+    peak = 0
+    for at in sorted(times):
+        while recent and recent[0] <= at - window:
+            recent.popleft()
+        recent.append(at)
+        peak = max(peak, len(recent))
+    return peak

@@ -1,26 +1,29 @@
-"""Middlewares: a database session per update, who may do what, and report flood control.
+"""Middlewares: a database session per update, who may do what, report flood control, and each
+update handled once.
 
 Access is decided by the sending user (`from`), never by the chat, and only for updates a
 handler matched (inner middlewares), so chatter in a group and commands for other bots pass
 unanswered. Handlers declare what they need with the flag `access`: "public", "lead" (the
 default) or "admin"; `any_chat` lets a command work in a group that is not enabled yet.
+The flood windows, the report in flight and the refusal notes live in a `SharedState`: this
+process's memory, or Redis for all instances.
 """
 
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
 from aiogram import BaseMiddleware
 from aiogram.dispatcher.flags import get_flag
-from aiogram.types import CallbackQuery, Chat, Message, TelegramObject, User
+from aiogram.types import CallbackQuery, Chat, Message, TelegramObject, Update, User
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.access import decide
+from bot.shared_state import Admission, LocalState, SharedState
 from bot.storage.engine import session_factory
 
 logger = logging.getLogger(__name__)
@@ -98,15 +101,16 @@ class AccessMiddleware(BaseMiddleware):
         *,
         clock: Clock = time.monotonic,
         refusal_interval: float = 3600.0,
+        state: SharedState | None = None,
     ) -> None:
         self.admin_ids = admin_ids
         # Its own short reads, ended before the handler runs: a long report or a write must
         # not run inside this read transaction (it would hold a pooled connection, and on
         # SQLite a write after a read cannot wait out the busy timeout).
         self.sessions = sessions
-        self.clock = clock
         self.refusal_interval = refusal_interval
-        self._last_refusal: dict[int, float] = {}
+        # Who was told "not allowed" this hour, over all instances.
+        self.state = state or LocalState(clock)
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         user: User | None = data.get("event_from_user")
@@ -161,11 +165,8 @@ class AccessMiddleware(BaseMiddleware):
             # A button press must be answered either way, or the client keeps spinning.
             await event.answer(_("Not allowed."), show_alert=True)
             return
-        now = self.clock()
-        last = self._last_refusal.get(user.id)
-        if last is not None and now - last < self.refusal_interval:
+        if not await self.state.claim(f"refused:{user.id}", self.refusal_interval):
             return
-        self._last_refusal[user.id] = now
         if not isinstance(event, Message):
             return
         if role is None:
@@ -190,42 +191,53 @@ def _on_behalf_of_chat(message: Message, user: User | None) -> bool:
 class ReportFloodMiddleware(BaseMiddleware):
     """One report in flight per user; past `limit` reports a minute, one warning, then silence."""
 
-    def __init__(self, *, limit: int = 10, window: float = 60.0, clock: Clock = time.monotonic):
-        self.limit, self.window, self.clock = limit, window, clock
-        self._recent: dict[int, deque[float]] = {}
-        self._warned: set[int] = set()
-        # A lock per user with the number of updates holding or awaiting it.
-        self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
+    def __init__(
+        self,
+        *,
+        limit: int = 10,
+        window: float = 60.0,
+        clock: Clock = time.monotonic,
+        state: SharedState | None = None,
+    ) -> None:
+        self.limit, self.window = limit, window
+        self.state = state or LocalState(clock)
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         user: User | None = data.get("event_from_user")
         if not get_flag(data, "report") or user is None:
             return await handler(event, data)
-        now = self.clock()
-        recent = self._recent.setdefault(user.id, deque())
-        while recent and now - recent[0] >= self.window:
-            recent.popleft()
-        if len(recent) >= self.limit:
-            if user.id not in self._warned:
-                self._warned.add(user.id)
+        admission = await self.state.admit(f"reports:{user.id}", self.limit, self.window)
+        if admission is not Admission.ACCEPTED:
+            if admission is Admission.REFUSED_FIRST:
                 await _notify(event, _("Too many reports at once: please slow down a little."))
             elif isinstance(event, CallbackQuery):
                 await event.answer()
             logger.info("report flood from user %s: dropped", user.id)
             return None
-        self._warned.discard(user.id)
-        recent.append(now)
-        lock, users = self._locks.get(user.id, (asyncio.Lock(), 0))
-        self._locks[user.id] = (lock, users + 1)
-        try:
-            async with lock:
-                return await handler(event, data)
-        finally:
-            lock, users = self._locks[user.id]
-            if users == 1:
-                del self._locks[user.id]
-            else:
-                self._locks[user.id] = (lock, users - 1)
+        async with self.state.hold(f"report:{user.id}"):
+            return await handler(event, data)
+
+
+class UpdateOnceMiddleware(BaseMiddleware):
+    """An update Telegram delivers again (to this instance or another) is not handled again.
+
+    Telegram repeats a webhook delivery it thinks failed, a slow answer included; the first
+    instance to claim the update_id handles it.
+    """
+
+    # Telegram keeps an undelivered update for 24 hours.
+    TTL = 24 * 3600.0
+
+    def __init__(self, state: SharedState | None = None) -> None:
+        self.state = state or LocalState()
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        if isinstance(event, Update) and not await self.state.claim(
+            f"update:{event.update_id}", self.TTL
+        ):
+            logger.info("update %s delivered again: skipped", event.update_id)
+            return None
+        return await handler(event, data)
 
 
 async def _notify(event: TelegramObject, text: str) -> None:

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from aiogram import Bot
 from aiogram.client.session.middlewares.base import (
@@ -78,6 +78,23 @@ class Limits:
     group_per_minute: int = 20
 
 
+class Pacer(Protocol):
+    """Paces the messages into chats: this process's `OutboundLimiter`, or one shared by all
+    instances (bot.shared_state)."""
+
+    async def wait(self, chat_id: int | str, weight: int = 1) -> None:
+        """Return when `weight` more messages to the chat keep every limit."""
+        ...
+
+    async def answered(self, chat_id: int | str) -> None:
+        """The request was answered: the chat's next message keeps its distance from it."""
+        ...
+
+    async def pause(self, chat_id: int | str, seconds: float) -> None:
+        """Telegram asked (429 retry_after) that the chat get nothing for `seconds`."""
+        ...
+
+
 class OutboundLimiter:
     """Paces messages: each chat at its own interval, all chats within the overall and group
     windows.
@@ -112,7 +129,7 @@ class OutboundLimiter:
         """Seconds until `weight` more messages fit the overall spacing and the group window."""
         now = self._clock()
         delay = max(0.0, self._next_overall - now)
-        if _is_group(chat_id):
+        if is_group(chat_id):
             group = self._group_sent.setdefault(chat_id, deque())
             group_wait = _window_wait(group, now, 60.0, self.limits.group_per_minute, weight)
             delay = max(delay, group_wait)
@@ -126,16 +143,25 @@ class OutboundLimiter:
             await self._sleep(delay)
         now = self._clock()
         self._next_overall = now + weight / self.limits.per_second
-        if _is_group(chat_id):
+        if is_group(chat_id):
             self._group_sent[chat_id].extend([now] * weight)
 
     def sent(self, chat_id: int | str) -> None:
         """The request was answered: the chat's next message keeps its distance from this one."""
-        floor = self._clock() + self.limits.chat_interval
+        self._keep_distance(chat_id, self.limits.chat_interval)
+
+    async def answered(self, chat_id: int | str) -> None:
+        self.sent(chat_id)
+
+    async def pause(self, chat_id: int | str, seconds: float) -> None:
+        self._keep_distance(chat_id, seconds)
+
+    def _keep_distance(self, chat_id: int | str, seconds: float) -> None:
+        floor = self._clock() + seconds
         self._next_in_chat[chat_id] = max(self._next_in_chat.get(chat_id, 0.0), floor)
 
 
-def _is_group(chat_id: int | str) -> bool:
+def is_group(chat_id: int | str) -> bool:
     # Groups and channels have negative ids (or an @username for public channels).
     return isinstance(chat_id, str) or chat_id < 0
 
@@ -152,7 +178,7 @@ def _window_wait(sent: deque[float], now: float, window: float, limit: int, weig
 
 
 class RateLimitMiddleware(BaseRequestMiddleware):
-    def __init__(self, limiter: OutboundLimiter) -> None:
+    def __init__(self, limiter: Pacer) -> None:
         self.limiter = limiter
 
     async def __call__(
@@ -165,8 +191,12 @@ class RateLimitMiddleware(BaseRequestMiddleware):
                 await self.limiter.wait(chat_id, weight)
                 try:
                     return await make_request(bot, method)
+                except TelegramRetryAfter as exc:
+                    # Every sender to the chat holds off, in this instance and the others.
+                    await self.limiter.pause(chat_id, exc.retry_after)
+                    raise
                 finally:
-                    self.limiter.sent(chat_id)
+                    await self.limiter.answered(chat_id)
         return await make_request(bot, method)
 
 
@@ -261,7 +291,7 @@ class RetryMiddleware(BaseRequestMiddleware):
             raise
 
 
-def install(bot: Bot, limiter: OutboundLimiter) -> None:
+def install(bot: Bot, limiter: Pacer) -> None:
     """Retry outside, pacing inside: every attempt takes its own place in the queue."""
     bot.session.middleware(RetryMiddleware())
     bot.session.middleware(RateLimitMiddleware(limiter))

@@ -1,4 +1,5 @@
-"""The web server of the bot process: `/api/appeals`, the desk webhooks and `/healthz`.
+"""The web server of the bot process: `/api/appeals`, the desk webhooks, `/healthz`, and in
+webhook mode Telegram's `/telegram`.
 
 Every ingestion endpoint answers 200 only after what it received is committed, so a desk that
 retries on failure loses nothing; a refusal stores nothing. Secrets are compared in constant
@@ -19,6 +20,8 @@ from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 from typing import Any
 
+from aiogram import Bot, Dispatcher
+from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from sqlalchemy import text
@@ -48,6 +51,7 @@ REQUESTS_PER_SECOND = 20
 SIGNATURE_WINDOW = timedelta(minutes=5)
 # Deeper JSON than any desk sends is refused before the parser recurses on it.
 MAX_JSON_DEPTH = 64
+TELEGRAM_PATH = "/telegram"
 LABEL_PATTERN = re.compile(rf"[A-Za-z0-9_-]{{1,{LABEL_MAX}}}")
 ADAPTERS: dict[str, Callable[[Any, str], list[DeskEvent]]] = {
     "chatwoot": chatwoot.events_from_webhook,
@@ -486,9 +490,36 @@ class AccessLogger(AbstractAccessLogger):
         )
 
 
-async def start_web(server: IngestServer, host: str, port: int) -> web.AppRunner:
-    """Start serving; a port already in use raises OSError for the caller to report."""
-    runner = web.AppRunner(server.application(), access_log_class=AccessLogger)
+def serve_telegram(app: web.Application, dispatcher: Dispatcher, bot: Bot, secret: str) -> None:
+    """POST /telegram: answered 200 at once and the update handled in the background (Telegram
+    delivers again what is not answered soon); without the right X-Telegram-Bot-Api-Secret-Token
+    a request gets 401 and is not handled."""
+    handler = SimpleRequestHandler(dispatcher, bot, secret_token=secret, handle_in_background=True)
+
+    # Not handler.register(): its shutdown hook closes the bot's session, which the updates
+    # still being handled need; the application closes it last.
+    async def telegram(request: web.Request) -> web.Response:
+        response = await handler.handle(request)
+        if response.status == 401:
+            logger.warning("refused telegram request from %s: bad secret token", request.remote)
+        return response
+
+    app.router.add_post(TELEGRAM_PATH, telegram)
+
+
+async def start_web(
+    server: IngestServer,
+    host: str,
+    port: int,
+    *,
+    telegram: tuple[Dispatcher, Bot, str] | None = None,
+) -> web.AppRunner:
+    """Start serving, with /telegram when `telegram` (dispatcher, bot, secret) is given; a port
+    already in use raises OSError for the caller to report."""
+    app = server.application()
+    if telegram is not None:
+        serve_telegram(app, *telegram)
+    runner = web.AppRunner(app, access_log_class=AccessLogger)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import bot.app
 import bot.telegram.delivery
-from bot.app import build_application, run_polling, wait_for_telegram
+from bot.app import build_application, serve, wait_for_telegram
 from bot.digests.rules import parse_rule
 from bot.digests.subscriptions import add_subscription
 from bot.logs import REDACTED, RedactSecrets, setup_logging
@@ -975,7 +975,7 @@ async def test_a_rejected_token_is_logged_without_the_token(
     async with FakeTelegram(token="987654:another-token") as tg:  # Telegram answers 401
         settings = make_settings(sqlite_engine, token=SECRET_TOKEN, api_url=tg.base_url)
         with production_logging(monkeypatch) as logs:
-            assert await run_polling(settings, sqlite_engine) == 2
+            assert await serve(settings, sqlite_engine) == 2
         assert [(c.method, c.status) for c in tg.calls()] == [("getMe", 401)]
     output = logs.getvalue()
     assert "Telegram rejected BOT_TOKEN" in output

@@ -3,6 +3,7 @@
 import asyncio
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,7 +22,14 @@ _OWN_SETTINGS = (
     "WEB_",
     "INGEST_",
     "CHATWOOT_",
+    "REDIS_",
 )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def bot_env(tmp_path: Path, telegram_url: str, **settings: str) -> dict[str, str]:

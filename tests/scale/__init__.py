@@ -1,0 +1,1 @@
+"""Several instances: webhook mode, state shared in Redis, two bot processes under load."""
