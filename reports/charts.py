@@ -343,9 +343,9 @@ def render_trend_png(report: Report, *, lang: str) -> bytes | None:
     t = translator(lang)
     _ = t.gettext
     titles = {
-        "hour": _("Clients and appeals by hour"),
-        "day": _("Clients and appeals by day"),
-        "week": _("Clients and appeals by week"),
+        "hour": _("Clients and conversations by hour"),
+        "day": _("Clients and conversations by day"),
+        "week": _("Clients and conversations by week"),
     }
     x_labels = {"hour": _("Hour"), "day": _("Day"), "week": _("Week, from Monday")}
     figure = Figure(figsize=(WIDTH_PX / DPI, HEIGHT_PX / DPI), dpi=DPI, facecolor="white")
@@ -371,7 +371,7 @@ def render_trend_png(report: Report, *, lang: str) -> bytes | None:
     series = (
         ("contacted", _("Clients who wrote"), lambda b: b.contacted_clients),
         ("new", _("New clients"), lambda b: b.new_clients),
-        ("appeals", _("Appeals"), lambda b: b.appeals),
+        ("appeals", _("Conversations"), lambda b: b.appeals),
     )
     handles: list[Any] = []
     labels: list[str] = []

@@ -59,7 +59,7 @@ def test_import_then_report_prints_the_summary_and_writes_three_files(tmp_path: 
     report = run_bot("report", "2026-11-10", "--out", str(out), tmp_path=tmp_path)
     assert report.returncode == 0, report.stderr
     # Plain text for a terminal: names as they are, no tags.
-    assert "Wrote: 2" in report.stdout
+    assert "Clients who wrote: 2" in report.stdout
     assert "<b>" not in report.stdout and "&amp;" not in report.stdout
     assert ",Sales & Partners <VIP>," in (out / "clients.csv").read_text("utf-8-sig")
     assert sorted(p.name for p in out.iterdir()) == [
@@ -113,7 +113,7 @@ def test_a_file_with_a_bad_row_is_refused_with_its_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     report = run_bot("report", "2026-11-10", tmp_path=tmp_path)
     # Nothing of the file was applied, not even its good first row.
-    assert "All clients: 0\nNo appeals in this period." in report.stdout
+    assert "All clients: 0\nNo conversations in this period." in report.stdout
 
 
 def test_running_without_a_token_explains_how_to_get_one(tmp_path: Path) -> None:
