@@ -37,7 +37,6 @@ def admin_help() -> list[str]:
 def help_text(role: Role | None = None, default_period: str = "week") -> str:
     return "\n".join(
         [
-            *(admin_help() if role == "admin" else []),
             _("<b>Commands</b>"),
             _(
                 '/clients [period] [channel=NAME] [app="NAME"]: client report with charts '
@@ -46,6 +45,7 @@ def help_text(role: Role | None = None, default_period: str = "week") -> str:
             _("/channels: channels and apps with all-time client counts"),
             _("/lang ru|en: language of replies"),
             "",
+            *(admin_help() if role == "admin" else []),
             _("<b>Periods</b> (default: {period})").format(period=html.escape(default_period)),
             _(
                 "today, yesterday, week, month, quarter, year, last week, last month, 7d, 30d, "

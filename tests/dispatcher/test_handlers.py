@@ -81,7 +81,7 @@ async def test_bad_period_gets_one_message_with_examples(harness: Direct) -> Non
     await harness.send("/clients 2026-02-30")
     assert harness.names() == ["sendMessage"]
     assert harness.texts() == [
-        'Invalid date "2026-02-30". Try: today, yesterday, week, month, last month, 7d, '
+        'Invalid date “2026-02-30”. Try: today, yesterday, week, month, last month, 7d, '
         "2026-11-05, 2026-11, 2026-11-01..2026-11-15"
     ]
 
@@ -338,7 +338,7 @@ ADMIN_HELP = [
     "/enable, /disable: let a group use the bot, or stop it there",
     "/sources: each desk source with its newest event, events today and refusals",
     "",
-    "<b>Commands</b>",
+    "<b>Periods</b> (default: week)",
 ]
 
 
@@ -358,7 +358,10 @@ async def test_help_lists_the_admin_commands_with_their_syntax_to_admins_only(
     await harness.send("/start", user_id=500)
     await harness.send("/help", user_id=STRANGER)
     admin_help, admin_start, lead_help, lead_start, stranger_help = harness.texts()
-    assert admin_help.split("\n")[: len(ADMIN_HELP)] == ADMIN_HELP
+    lines = admin_help.split("\n")
+    # After the commands everyone with a role has, before the period grammar.
+    assert lines[0] == "<b>Commands</b>"
+    assert lines[lines.index(ADMIN_HELP[0]) :][: len(ADMIN_HELP)] == ADMIN_HELP
     assert admin_start.split("\n\n", 1)[1] == admin_help
     for text in (lead_help, lead_start, stranger_help):
         assert "Admin commands" not in text and "/grant" not in text
@@ -370,7 +373,9 @@ async def test_help_lists_the_admin_commands_with_their_syntax_to_admins_only(
 async def test_help_for_an_admin_in_russian(harness: Direct) -> None:
     await harness.send("/help", language="ru")
     (text,) = harness.texts()
-    assert text.split("\n")[:4] == [
+    lines = text.split("\n")
+    assert lines[0] == "<b>Команды</b>"
+    assert lines[lines.index("<b>Команды администратора</b>") :][:4] == [
         "<b>Команды администратора</b>",
         "/digest daily 09:00, /digest weekly mon 09:00, /digest monthly 1 09:00 "
         '[channel=КАНАЛ] [app="ПРИЛОЖЕНИЕ"]: отчёт в этот чат по расписанию',

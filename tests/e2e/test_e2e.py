@@ -368,7 +368,7 @@ async def test_an_empty_period_sends_the_text_and_the_csv_but_no_pies(
     [
         (
             "/clients 2026-02-30",
-            'Invalid date "2026-02-30". Try: today, yesterday, week, month, last month, 7d, '
+            'Invalid date “2026-02-30”. Try: today, yesterday, week, month, last month, 7d, '
             "2026-11-05, 2026-11, 2026-11-01..2026-11-15",
         ),
         (
