@@ -149,7 +149,7 @@ async def test_after_a_westward_timezone_change_the_listing_and_the_runner_agree
         zone = await one_reply(live, "/timezone Asia/Kolkata")
         assert zone == "Timezone: Asia/Kolkata. Local time: 11 Nov, 15:15."
         listing = await one_reply(live, "/digest")
-        assert "1. daily 15:24 — next: 12 Nov, 15:24" in listing
+        assert "1. every day at 15:24 — next: 12 Nov, 15:24" in listing
         tomorrow = datetime(2026, 11, 12, 9, 54, tzinfo=UTC)
         assert list(app.digest_clock.next_runs().values()) == [tomorrow]
 
