@@ -28,6 +28,7 @@ from bot.digests.clock import DigestClock
 from bot.digests.runner import DigestRunner
 from bot.ingest.chatwoot_sync import reconcile_forever
 from bot.rendering import Renderer
+from bot.storage.checkpoints import checkpoints_in_background
 from bot.storage.engine import session_factory
 from bot.storage.people import Role
 from bot.telegram import outbound
@@ -260,7 +261,8 @@ async def run_polling(settings: Settings, engine: AsyncEngine) -> int:
             else None
         )
         try:
-            await app.dispatcher.start_polling(app.bot)
+            async with checkpoints_in_background(engine):
+                await app.dispatcher.start_polling(app.bot)
         finally:
             if reconcile is not None:
                 reconcile.cancel()

@@ -31,7 +31,9 @@ from bot.storage.store_check import check_store
 from bot.web.server import LABEL_PATTERN as _LABEL
 from reports.aggregates import store_ready
 from reports.bundle import render_bundle
+from reports.charts import render_heatmap_png
 from reports.errors import ReportError
+from reports.heatmap import build_heatmap
 from reports.i18n import format_number, translator
 from reports.metrics import build_report
 from reports.model import ReportFilter
@@ -71,7 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--channel")
     report.add_argument("--app")
     report.add_argument("--tz", help="IANA timezone, default TIMEZONE")
-    report.add_argument("--out", type=Path, help="write channels.png, apps.png, clients.csv")
+    report.add_argument(
+        "--out",
+        type=Path,
+        help="write channels.png, apps.png, trend.png, heatmap.png, clients.csv",
+    )
     commands.add_parser(
         "rebuild-aggregates", help="rebuild the pre-aggregated metric store from the appeals"
     )
@@ -129,7 +135,8 @@ def _error(message: str, lang: str) -> None:
 async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     command = args.command or "run"
     t = translator(settings.language)
-    engine = create_engine(settings.database_url)
+    # The running bot checkpoints SQLite's WAL in the background (bot/storage/checkpoints.py).
+    engine = create_engine(settings.database_url, background_checkpoints=command == "run")
     try:
         try:
             await migrate(engine)
@@ -245,13 +252,15 @@ async def print_report(engine: AsyncEngine, settings: Settings, args: argparse.N
             data_until=await newest_data(connection),
             as_of=now,
         )
+        heatmap = await build_heatmap(connection, periods.current, report_filter)
     lang = settings.language
     bundle = render_bundle(report, lang=lang, delimiter=settings.delimiter_for(lang), html=False)
     print(bundle.text)
     if args.out:
+        heatmap_png = render_heatmap_png(heatmap, lang=lang)
         try:
             args.out.mkdir(parents=True, exist_ok=True)
-            written = bundle.write_to(args.out)
+            written = bundle.write_to(args.out, heatmap_png=heatmap_png)
         except OSError as exc:
             raise CliError(
                 N_("cannot write the report files to {path}: {reason}"),

@@ -13,19 +13,28 @@ import os
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import Any, TypeVar
 
 from reports.bundle import Charts, ReportBundle, render_bundle, render_charts
+from reports.charts import render_heatmap_png
 from reports.errors import N_
+from reports.heatmap import Heatmap
 from reports.i18n import translator
 from reports.model import Report
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CHARTS_UNAVAILABLE = N_(
     "Charts are unavailable right now; the numbers above and the CSV are complete."
 )
 ChartFunction = Callable[[Report, str], Charts]
+HeatmapFunction = Callable[[Heatmap, str], bytes | None]
+
+
+def draw_heatmap(heatmap: Heatmap, lang: str) -> bytes | None:
+    """The heatmap PNG; module-level (and positional) so a process pool can run it."""
+    return render_heatmap_png(heatmap, lang=lang)
 
 
 class Renderer:
@@ -35,9 +44,11 @@ class Renderer:
         workers: int = 2,
         timeout: float = 20.0,
         chart_function: ChartFunction = render_charts,
+        heatmap_function: HeatmapFunction = draw_heatmap,
     ) -> None:
         self.workers, self.timeout = workers, timeout
         self.chart_function = chart_function
+        self.heatmap_function = heatmap_function
         self._pool: ProcessPoolExecutor | None = None
         # At most one render per worker is submitted, so the timeout measures the render
         # itself, not the time spent queued behind others.
@@ -69,31 +80,45 @@ class Renderer:
             report, lang=lang, delimiter=delimiter, title=title, charts=charts, note=note
         )
 
+    async def render_heatmap(self, heatmap: Heatmap, *, lang: str) -> bytes | None:
+        """The heatmap PNG drawn in the pool; None when the period is empty or drawing failed."""
+        if heatmap.total == 0:
+            return None
+        return await self._in_pool(self.heatmap_function, heatmap, lang)
+
     async def _charts(self, report: Report, lang: str) -> tuple[Charts, str | None]:
         if report.is_empty:
             return (None, None, None), None
+        charts = await self._in_pool(self.chart_function, report, lang)
+        if charts is not None:
+            return charts, None
+        gettext = translator(lang).gettext
+        return (None, None, None), "<i>" + gettext(CHARTS_UNAVAILABLE) + "</i>"
+
+    async def _in_pool(self, function: Callable[..., T], *args: Any) -> T | None:
+        """function(*args) in a worker, one per worker at a time; None when it failed or
+        took longer than the timeout (logged: the caller sends what it has without charts)."""
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.workers)
         async with self._slots:
             try:
-                return await self._render_in_pool(report, lang), None
+                return await self._render_in_pool(function, *args)
             except TimeoutError:
                 logger.error(
-                    "chart rendering took over %s s: sending the report without pies",
+                    "chart rendering took over %s s: sending the report without charts",
                     self.timeout,
                 )
             except (BrokenProcessPool, OSError) as exc:
-                logger.error("chart workers failed (%s): sending the report without pies", exc)
+                logger.error("chart workers failed (%s): sending the report without charts", exc)
                 self._retire(self._pool)
             except Exception:
-                logger.exception("chart rendering failed: sending the report without pies")
-        gettext = translator(lang).gettext
-        return (None, None, None), "<i>" + gettext(CHARTS_UNAVAILABLE) + "</i>"
+                logger.exception("chart rendering failed: sending the report without charts")
+        return None
 
-    async def _render_in_pool(self, report: Report, lang: str) -> Charts:
+    async def _render_in_pool(self, function: Callable[..., T], *args: Any) -> T:
         pool = self._executor()
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(pool, self.chart_function, report, lang)
+        future = loop.run_in_executor(pool, function, *args)
         in_flight = self._in_flight.setdefault(pool, set())
         in_flight.add(future)
         future.add_done_callback(in_flight.discard)

@@ -1,18 +1,22 @@
-"""Charts of a report as PNG bytes (donuts by channel and app, the trend), drawn without pyplot."""
+"""A report's charts as PNG bytes (channels, apps, trend, hours heatmap), drawn without pyplot."""
 
 import colorsys
 import hashlib
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any, TypeVar
 
+import matplotlib
 from babel.dates import format_date as babel_format_date
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+from reports.heatmap import Heatmap
 from reports.i18n import (
     format_number,
     format_range,
@@ -21,18 +25,23 @@ from reports.i18n import (
     normalize_language,
     translator,
 )
-from reports.model import AppKey, Metrics, Report, TrendBucket
-from reports.text import APP_SEPARATOR, shorten
+from reports.model import AppKey, Metrics, Period, Report, ReportFilter, TrendBucket
+from reports.text import APP_SEPARATOR, ELLIPSIS
 
 # 1200×900 px: sharp on a phone after Telegram's recompression, far inside its photo limits
 # (width + height <= 10000, <= 10 MB).
 WIDTH_PX = 1200
 HEIGHT_PX = 900
 DPI = 150
-# Slices under 3% are unreadable as wedges; more than ten make the legend a list nobody reads.
-MIN_SHARE = 0.03
-MAX_SLICES = 10
+# The folding rule (README "Using the bot" states it in the same words): up to 8 parts, a
+# donut with every part; more than 8, horizontal bars largest first, every part up to 25, the
+# rest folded into "Other" only as long as "Other" is no larger than the smallest bar shown
+# (else more bars are shown), and a single leftover part is shown rather than folded.
+MAX_PIE_SLICES = 8
+MAX_BARS = 25
 LEGEND_NAME_LIMIT = 30
+BAR_NAME_LIMIT = 34
+BAR_HEIGHT_PX = 34
 LEGEND_LEFT = 0.48
 LEGEND_FONT_SIZE = 11.5
 MIN_LEGEND_FONT_SIZE = 8.0
@@ -53,9 +62,10 @@ CHANNEL_COLORS: Mapping[str, str] = {
     "ok": "#a0522d",
     "facebook": "#3b5998",
 }
-# How far each further app of a channel moves from the channel colour: + towards white,
-# - towards black; the biggest app keeps the channel colour itself.
-_SHADES = (0.0, 0.4, -0.3, 0.65, -0.5, 0.2, -0.15, 0.52, -0.4, 0.78, -0.6)
+# Apps of one channel: the biggest keeps the channel colour, each further one takes the
+# lightness (CIE L*, perceptually even) farthest from those already taken, on this ladder, so
+# two or three apps of a channel read as different colours rather than one blue.
+SHADE_LIGHTNESS = tuple(range(22, 95, 2))
 
 K = TypeVar("K", str, AppKey)
 
@@ -74,18 +84,8 @@ def _label(key: str | AppKey) -> str:
     return key if isinstance(key, str) else key.channel + APP_SEPARATOR + key.name
 
 
-def pie_slices(
-    counts: Mapping[K, int],
-    *,
-    other_label: str,
-    min_share: float = MIN_SHARE,
-    max_slices: int = MAX_SLICES,
-) -> list[Slice]:
-    """The wedges to draw, biggest first (ties by name), small ones folded into other_label.
-
-    A slice is folded when under min_share of the total or beyond the max_slices biggest;
-    a single such slice is kept, since an "Other" of one only hides its name.
-    """
+def chart_slices(counts: Mapping[K, int], *, other_label: str) -> list[Slice]:
+    """The parts to draw, biggest first (ties by name), by the folding rule above."""
     items = sorted(
         ((key, value) for key, value in counts.items() if value > 0),
         key=lambda item: (-item[1], _label(item[0])),
@@ -93,8 +93,11 @@ def pie_slices(
     total = sum(value for _, value in items)
     if total == 0:
         return []
-    kept = [item for item in items[:max_slices] if item[1] / total >= min_share]
+    kept: list[tuple[K, int]] = items if len(items) <= MAX_PIE_SLICES else items[:MAX_BARS]
     rest = items[len(kept) :]
+    # "Other" must never outweigh a part shown by name: show more parts until it does not.
+    while rest and sum(value for _, value in rest) > kept[-1][1]:
+        kept, rest = kept + rest[:1], rest[1:]
     if len(rest) == 1:
         kept, rest = items, []
     slices = [
@@ -104,6 +107,16 @@ def pie_slices(
         other = sum(value for _, value in rest)
         slices.append(Slice(label=other_label, value=other, share=other / total, key=None))
     return slices
+
+
+def shorten_middle(name: str, limit: int) -> str:
+    """name on one line, cut to limit characters in the middle so both ends stay ("Sal…VIP>")."""
+    flat = " ".join(name.split())
+    if len(flat) <= limit:
+        return flat
+    head = limit // 2
+    tail = limit - 1 - head
+    return flat[:head].rstrip() + ELLIPSIS + (flat[-tail:].lstrip() if tail else "")
 
 
 def _hex(rgb: tuple[float, float, float]) -> str:
@@ -151,8 +164,71 @@ def shade(color: str, amount: float) -> str:
     return _hex((r * (1 + amount), g * (1 + amount), b * (1 + amount)))
 
 
+_WHITE = (0.95047, 1.0, 1.08883)  # D65
+
+
+def _to_lab(color: str) -> tuple[float, float, float]:
+    def linear(c: float) -> float:
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(c) for c in _rgb(color))
+    xyz = (
+        0.4124 * r + 0.3576 * g + 0.1805 * b,
+        0.2126 * r + 0.7152 * g + 0.0722 * b,
+        0.0193 * r + 0.1192 * g + 0.9505 * b,
+    )
+    fx, fy, fz = (
+        t ** (1 / 3) if t > 0.008856 else 7.787 * t + 16 / 116
+        for t in (v / w for v, w in zip(xyz, _WHITE, strict=True))
+    )
+    return 116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)
+
+
+def _from_lab(lightness: float, a: float, b: float) -> str:
+    fy = (lightness + 16) / 116
+    fx, fz = fy + a / 500, fy - b / 200
+    x, y, z = (
+        w * (f**3 if f**3 > 0.008856 else (f - 16 / 116) / 7.787)
+        for f, w in zip((fx, fy, fz), _WHITE, strict=True)
+    )
+    rgb = (
+        3.2406 * x - 1.5372 * y - 0.4986 * z,
+        -0.9689 * x + 1.8758 * y + 0.0415 * z,
+        0.0557 * x - 0.2040 * y + 1.0570 * z,
+    )
+
+    def gamma(c: float) -> float:
+        c = min(max(c, 0.0), 1.0)
+        return 12.92 * c if c <= 0.0031308 else 1.055 * c ** (1 / 2.4) - 0.055
+
+    return _hex((gamma(rgb[0]), gamma(rgb[1]), gamma(rgb[2])))
+
+
+def app_shades(color: str, count: int) -> list[str]:
+    """count colours for the apps of a channel, the first being the channel colour itself."""
+    lightness, a, b = _to_lab(color)
+    taken = [lightness]
+    for _ in range(count - 1):
+        taken.append(max(SHADE_LIGHTNESS, key=lambda level: min(abs(level - t) for t in taken)))
+    # Very light and very dark shades keep less colour, so they do not turn garish.
+    return [color] + [
+        _from_lab(
+            level, a * (1 - abs(level - lightness) / 150), b * (1 - abs(level - lightness) / 150)
+        )
+        for level in taken[1:]
+    ]
+
+
 def slice_colors(slices: list[Slice]) -> list[str]:
     """A colour per slice: its channel's colour, a shade of it for each further app, grey rest."""
+    apps_per_channel: dict[str, int] = {}
+    for item in slices:
+        if isinstance(item.key, AppKey):
+            apps_per_channel[item.key.channel] = apps_per_channel.get(item.key.channel, 0) + 1
+    shades = {
+        channel: app_shades(channel_color(channel), count)
+        for channel, count in apps_per_channel.items()
+    }
     colors: list[str] = []
     apps_seen: dict[str, int] = {}
     for item in slices:
@@ -163,22 +239,22 @@ def slice_colors(slices: list[Slice]) -> list[str]:
         else:
             index = apps_seen.get(item.key.channel, 0)
             apps_seen[item.key.channel] = index + 1
-            amount = _SHADES[index % len(_SHADES)]
-            colors.append(shade(channel_color(item.key.channel), amount))
+            colors.append(shades[item.key.channel][index])
     return colors
 
 
 def channel_slices(metrics: Metrics, *, lang: str) -> list[Slice]:
-    return pie_slices(metrics.channel_clients, other_label=translator(lang).gettext("Other"))
+    return chart_slices(metrics.channel_clients, other_label=translator(lang).gettext("Other"))
 
 
 def app_slices(metrics: Metrics, *, lang: str) -> list[Slice]:
-    return pie_slices(metrics.app_clients, other_label=translator(lang).gettext("Other"))
+    return chart_slices(metrics.app_clients, other_label=translator(lang).gettext("Other"))
 
 
 def render_channels_png(report: Report, *, lang: str) -> bytes | None:
-    """Donut of clients by channel, or None when the period has no appeals."""
-    if report.is_empty:
+    """Clients by channel, or None when the period has no appeals or the report is filtered
+    to one channel or app (a single 100% ring says nothing)."""
+    if report.is_empty or not report.filter.is_empty:
         return None
     _ = translator(lang).gettext
     slices = channel_slices(report.current, lang=lang)
@@ -192,8 +268,9 @@ def render_channels_png(report: Report, *, lang: str) -> bytes | None:
 
 
 def render_apps_png(report: Report, *, lang: str) -> bytes | None:
-    """Donut of clients by app, each a shade of its channel's colour, or None when empty."""
-    if report.is_empty:
+    """Clients by app, each a shade of its channel's colour (with a channel filter: that
+    channel's apps); None when empty or filtered to one app."""
+    if report.is_empty or report.filter.app is not None:
         return None
     _ = translator(lang).gettext
     slices = app_slices(report.current, lang=lang)
@@ -211,32 +288,69 @@ def _literal(**kwargs: Any) -> dict[str, Any]:
     return {"parse_math": False, "usetex": False, "fontfamily": FONT, **kwargs}
 
 
-def _header(report: Report, lang: str) -> list[str]:
-    """The lines under the title: the period, then the filter if there is one."""
+def header_lines(period: Period, report_filter: ReportFilter, lang: str) -> list[str]:
+    """The lines under a chart's title: the period, then the filter if there is one."""
     _ = translator(lang).gettext
-    period = report.period
     lines = [format_range(period.start, period.end, lang) + f" ({period.tz_name})"]
-    channel, app = report.filter.channel, report.filter.app
+    channel, app = report_filter.channel, report_filter.app
     if channel is not None and app is not None:
         lines.append(
             _("Filter: channel {channel}, app {app}").format(
-                channel=shorten(channel, LEGEND_NAME_LIMIT), app=shorten(app, LEGEND_NAME_LIMIT)
+                channel=shorten_middle(channel, LEGEND_NAME_LIMIT),
+                app=shorten_middle(app, LEGEND_NAME_LIMIT),
             )
         )
     elif channel is not None:
         lines.append(
-            _("Filter: channel {channel}").format(channel=shorten(channel, LEGEND_NAME_LIMIT))
+            _("Filter: channel {channel}").format(
+                channel=shorten_middle(channel, LEGEND_NAME_LIMIT)
+            )
         )
     elif app is not None:
-        lines.append(_("Filter: app {app}").format(app=shorten(app, LEGEND_NAME_LIMIT)))
+        lines.append(_("Filter: app {app}").format(app=shorten_middle(app, LEGEND_NAME_LIMIT)))
     return lines
 
 
-def _legend_name(item: Slice) -> str:
+def _figure(height_px: int = HEIGHT_PX) -> Figure:
+    figure = Figure(figsize=(WIDTH_PX / DPI, height_px / DPI), dpi=DPI, facecolor="white")
+    FigureCanvasAgg(figure)  # attaches the Agg canvas that savefig draws with
+    return figure
+
+
+def _draw_heading(
+    figure: Figure, title: str, lines: list[str], *, note: str | None = None
+) -> float:
+    """Title, header lines and an optional grey note at the top; the figure y under them."""
+    # Positions in pixels from the top, so a taller figure (many bars) keeps the same heading.
+    height = figure.get_figheight() * DPI
+    top = 1 - 40 / height
+    figure.text(0.04, top, title, **_literal(fontsize=18, fontweight="bold", va="top"))
+    y = 1 - 103 / height
+    for line in lines:
+        figure.text(0.04, y, line, **_literal(fontsize=11, va="top"))
+        y -= 38 / height
+    if note is not None:
+        figure.text(0.04, y, note, **_literal(fontsize=9.5, va="top", color="#5f6368", wrap=True))
+        y -= 30 / height
+    return y
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    # No "Software" tag: the same report gives the same bytes on one matplotlib version.
+    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _legend_name(item: Slice, limit: int = LEGEND_NAME_LIMIT + 6) -> str:
+    """The slice's name in at most `limit` characters, cut in the middle: "Sales & Partners
+    <VIP>" and "Sales & Partners <Retail>" differ at their ends, which an end cut would hide."""
     if isinstance(item.key, AppKey):
         # The app name is what tells two shades apart, so it gets most of the room.
-        return shorten(item.key.channel, 12) + APP_SEPARATOR + shorten(item.key.name, 24)
-    return shorten(item.label, LEGEND_NAME_LIMIT)
+        channel = shorten_middle(item.key.channel, 12)
+        name_room = limit - len(channel) - len(APP_SEPARATOR)
+        return channel + APP_SEPARATOR + shorten_middle(item.key.name, name_room)
+    return shorten_middle(item.label, min(limit, LEGEND_NAME_LIMIT))
 
 
 def _render(
@@ -244,18 +358,14 @@ def _render(
 ) -> bytes | None:
     if not slices:
         return None
+    if len(slices) > MAX_PIE_SLICES:
+        return _render_bars(report, slices, title=title, note=note, lang=lang)
     t = translator(lang)
     total = sum(item.value for item in slices)
-    figure = Figure(figsize=(WIDTH_PX / DPI, HEIGHT_PX / DPI), dpi=DPI, facecolor="white")
-    canvas = FigureCanvasAgg(figure)
-
-    figure.text(0.04, 0.955, title, **_literal(fontsize=18, fontweight="bold", va="top"))
-    y = 0.885
-    for line in _header(report, lang):
-        figure.text(0.04, y, line, **_literal(fontsize=11, va="top"))
-        y -= 0.042
-    if note is not None:
-        figure.text(0.04, y, note, **_literal(fontsize=9.5, va="top", color="#5f6368", wrap=True))
+    figure = _figure()
+    canvas = figure.canvas
+    assert isinstance(canvas, FigureCanvasAgg)
+    _draw_heading(figure, title, header_lines(report.period, report.filter, lang), note=note)
 
     axes = figure.add_axes((0.0, 0.02, 0.48, 0.78))
     wedges, _texts = axes.pie(
@@ -286,11 +396,63 @@ def _render(
         for item in slices
     ]
     _add_legend(figure, canvas, wedges, labels)
+    return _png(figure)
 
-    buffer = io.BytesIO()
-    # No "Software" tag: the same report gives the same bytes on one matplotlib version.
-    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
-    return buffer.getvalue()
+
+def _render_bars(
+    report: Report, slices: list[Slice], *, title: str, note: str | None, lang: str
+) -> bytes:
+    """Horizontal bars, largest on top: many parts stay readable where a donut would not."""
+    total = sum(item.value for item in slices)
+    lines = header_lines(report.period, report.filter, lang)
+    heading_px = 150 + (30 if note else 0) + 38 * (len(lines) - 1)
+    height_px = max(HEIGHT_PX, heading_px + 60 + BAR_HEIGHT_PX * len(slices))
+    figure = _figure(height_px)
+    y = _draw_heading(figure, title, lines, note=note)
+    bottom = 40 / height_px
+    axes = figure.add_axes((0.40, bottom, 0.45, y - bottom - 20 / height_px))
+    positions = range(len(slices))
+    colors = slice_colors(slices)
+    axes.barh(
+        positions,
+        [item.value for item in slices],
+        color=colors,
+        height=0.72,
+        # A darker rim keeps the palest shades visible on white.
+        edgecolor=[shade(color, -0.25) for color in colors],
+        linewidth=0.6,
+    )
+    axes.set_ylim(len(slices) - 0.5, -0.5)
+    names = [_legend_name(item, BAR_NAME_LIMIT) for item in slices]
+    axes.set_yticks(list(positions), names)
+    widest = max(item.value for item in slices)
+    for index, item in enumerate(slices):
+        axes.text(
+            item.value + widest * 0.015,
+            index,
+            f"{format_number(item.value, lang)} ({format_share(item.value, total, lang)})",
+            **_literal(fontsize=10, va="center"),
+        )
+    axes.set_xlim(0, widest * 1.02)
+    axes.set_xticks([])
+    for side in ("top", "right", "bottom"):
+        axes.spines[side].set_visible(False)
+    axes.tick_params(axis="y", length=0, pad=6)
+    labels = axes.get_yticklabels()
+    for text in labels:
+        text.set_fontfamily(FONT)
+        text.set_parse_math(False)
+        text.set_usetex(False)
+    # Wide names (Cyrillic capitals) shrink until they fit inside the left edge.
+    renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    size = LEGEND_FONT_SIZE - 1
+    while True:
+        for text in labels:
+            text.set_fontsize(size)
+        left = min(text.get_window_extent(renderer).x0 for text in labels)
+        if left >= 8 or size <= MIN_LEGEND_FONT_SIZE:
+            return _png(figure)
+        size -= 0.5
 
 
 def _add_legend(
@@ -348,15 +510,8 @@ def render_trend_png(report: Report, *, lang: str) -> bytes | None:
         "week": _("Clients and conversations by week"),
     }
     x_labels = {"hour": _("Hour"), "day": _("Day"), "week": _("Week, from Monday")}
-    figure = Figure(figsize=(WIDTH_PX / DPI, HEIGHT_PX / DPI), dpi=DPI, facecolor="white")
-    FigureCanvasAgg(figure)  # attaches the Agg canvas that savefig draws with
-    figure.text(
-        0.04, 0.955, titles[trend.unit], **_literal(fontsize=18, fontweight="bold", va="top")
-    )
-    y = 0.885
-    for line in _header(report, lang):
-        figure.text(0.04, y, line, **_literal(fontsize=11, va="top"))
-        y -= 0.042
+    figure = _figure()
+    y = _draw_heading(figure, titles[trend.unit], header_lines(report.period, report.filter, lang))
 
     current = trend.current
     # Only buckets with a same-index partner are compared; a longer prior (a 25-hour day)
@@ -445,7 +600,90 @@ def render_trend_png(report: Report, *, lang: str) -> bytes | None:
         for text in legend.get_texts():
             text.set_parse_math(False)
             text.set_usetex(False)
+    return _png(figure)
 
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
-    return buffer.getvalue()
+
+# Sequential, light to dark, readable in greyscale; empty cells are pale grey so "nobody
+# wrote" differs from "a few wrote".
+HEATMAP_COLORS = "YlOrRd"
+EMPTY_CELL = "#eceef1"
+HOUR_TICKS = range(0, 24, 3)
+
+
+def _row_label(day: date, lang: str, *, with_date: bool) -> str:
+    pattern = "EEE d MMM" if with_date else "EEE"
+    label = babel_format_date(day, pattern, locale=normalize_language(lang))
+    return label[:1].upper() + label[1:]
+
+
+def render_heatmap_png(heatmap: Heatmap, *, lang: str) -> bytes | None:
+    """Appeals per local weekday (a row per date for periods under a week) and hour, a colour
+    scale beneath; None when the period has no appeals."""
+    if heatmap.total == 0:
+        return None
+    _ = translator(lang).gettext
+    days = heatmap.days()
+    by_date = len(days) < 7
+    if by_date:
+        rows = [(day.weekday(), _row_label(day, lang, with_date=True)) for day in days]
+    else:
+        # 2026-11-02 is a Monday: the seven days from it name the weekdays in order.
+        week = [date(2026, 11, 2) + timedelta(days=n) for n in range(7)]
+        rows = [(day.weekday(), _row_label(day, lang, with_date=False)) for day in week]
+    values = [[heatmap.cells.get((weekday, hour), 0) for hour in range(24)] for weekday, _ in rows]
+    height_px = HEIGHT_PX if len(rows) >= 4 else 620
+    figure = _figure(height_px)
+    lines = header_lines(heatmap.period, heatmap.filter, lang)
+    note = None
+    if len(days) > 7:
+        note = _("Each cell adds up that hour of every such weekday in the period.")
+    y = _draw_heading(figure, _("Conversations by weekday and hour"), lines, note=note)
+    bottom = 190 / height_px
+    axes = figure.add_axes((0.13, bottom, 0.76, y - bottom - 25 / height_px))
+    peak = max(max(row) for row in values)
+    colormap = matplotlib.colormaps[HEATMAP_COLORS].with_extremes(under=EMPTY_CELL)
+    image = axes.imshow(
+        values,
+        aspect="auto",
+        cmap=colormap,
+        norm=Normalize(vmin=0.5, vmax=max(peak, 1)),
+        interpolation="nearest",
+    )
+    axes.set_xticks(list(HOUR_TICKS), [f"{hour:02}:00" for hour in HOUR_TICKS])
+    axes.set_xticks([h - 0.5 for h in range(25)], minor=True)
+    axes.set_yticks(range(len(rows)), [label for _, label in rows])
+    axes.set_yticks([r - 0.5 for r in range(len(rows) + 1)], minor=True)
+    axes.grid(which="minor", color="white", linewidth=1.2)
+    axes.tick_params(which="minor", length=0)
+    axes.tick_params(which="major", length=0, pad=5)
+    for side in axes.spines.values():
+        side.set_visible(False)
+    axes.set_xlabel(_("Hour") + f" ({heatmap.period.tz_name})", **_literal(fontsize=10))
+    for text in (*axes.get_xticklabels(), *axes.get_yticklabels()):
+        text.set_fontfamily(FONT)
+        text.set_fontsize(10)
+    # The day's total at the end of each row: what the colours add up to.
+    for index, row in enumerate(values):
+        axes.text(
+            24.0,
+            index,
+            format_number(sum(row), lang),
+            **_literal(fontsize=10, va="center", ha="left", color="#3c4043"),
+        )
+    legend_axes = figure.add_axes((0.13, 55 / height_px, 0.6, 18 / height_px))
+    colorbar = figure.colorbar(image, cax=legend_axes, orientation="horizontal")
+    colorbar.outline.set_visible(False)
+    colorbar.locator = MaxNLocator(nbins=5, integer=True)
+    colorbar.formatter = FuncFormatter(lambda v, _pos: format_number(int(v), lang))
+    colorbar.update_ticks()
+    for text in legend_axes.get_xticklabels():
+        text.set_fontfamily(FONT)
+        text.set_fontsize(9.5)
+    # Above the scale, where a long translation has the whole width.
+    figure.text(
+        0.13,
+        80 / height_px,
+        _("Conversations per hour; grey: none"),
+        **_literal(fontsize=10, va="bottom", color="#3c4043"),
+    )
+    return _png(figure)

@@ -46,8 +46,7 @@ from bot.rendering import Renderer
 from bot.storage.chats import move_chat
 from bot.storage.engine import Executor, dialect_insert, write_transaction
 from bot.storage.tables import digest_deliveries
-from bot.telegram.delivery import PARTS, Uploads, deliver_bundle, produce_bundle
-from bot.telegram.keyboards import report_keyboard
+from bot.telegram.delivery import PARTS, Uploads, bundle_keyboard, deliver_bundle, produce_bundle
 from bot.telegram.outbound import attempt_guard
 from reports.bundle import ReportBundle
 from reports.errors import N_, ReportError
@@ -377,7 +376,8 @@ class DigestRunner:
                     gettext = translator(due.lang).gettext
                     await self.bot.send_message(chat_id, _escape(bundle.localized(gettext)))
                 else:
-                    keyboard = report_keyboard(
+                    keyboard = bundle_keyboard(
+                        bundle,
                         ReportFilter(
                             channel=due.subscription.rule.channel, app=due.subscription.rule.app
                         ),

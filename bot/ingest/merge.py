@@ -18,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     Select,
     String,
+    Subquery,
     Table,
     and_,
     delete,
@@ -222,14 +223,12 @@ async def merge_staging(connection: AsyncConnection) -> int:
     if connection.dialect.name == "postgresql":
         # Autovacuum never analyzes temporary tables; without statistics the planner guesses.
         await connection.execute(text("ANALYZE import_staging"))
+    movers = first_appeal_candidates()
     # Their first appeals (the store's old buckets), before new clients exist and before any
-    # first appeal moves. An IN list, not a join: SQLite then looks each client up by its key.
-    touched_clients = select(clients.c.id).where(
-        clients.c.external_id.in_(select(staging.c.client_id))
-    )
+    # first appeal moves.
     before: dict[int, FirstAppeal] = {}
     if maintain_store:
-        before = await first_appeals(connection, touched_clients)
+        before = await first_appeals(connection, select(movers.c.id))
 
     new_apps = (
         select(staging.c.channel, staging.c.app)
@@ -270,23 +269,51 @@ async def merge_staging(connection: AsyncConnection) -> int:
     )
     new = inserted.rowcount
 
-    await recompute_first_appeals(connection, select(staging.c.client_id))
+    await recompute_first_appeals(connection, select(movers.c.external_id))
     if maintain_store and new:
-        await _refresh_store(connection, before, touched_clients, new)
+        await _refresh_store(connection, before, select(movers.c.id), new)
     await connection.execute(text("DROP TABLE import_staging"))
     # A big import changes the value distribution the planner relies on.
     await analyze_after_write(connection, new)
     return new
 
 
+def first_appeal_candidates() -> Subquery:
+    """The staged clients whose first-ever appeal the merge may move: new ones, and those with
+    a staged appeal no later than their stored first appeal.
+
+    A merge only adds appeals, so a first appeal can only move to an earlier staged one; a tie
+    in time is decided by id, so ties are candidates too. Everyone else keeps theirs, which
+    spares a live batch recomputing (and the store re-reading) a thousand unchanged clients.
+    The condition holds before and after the merge alike: a candidate's first appeal becomes
+    its earliest staged one or stays.
+    """
+    earliest = (
+        select(staging.c.client_id, func.min(staging.c.created_at).label("created_at"))
+        .group_by(staging.c.client_id)
+        .subquery("earliest")
+    )
+    return (
+        select(clients.c.id, clients.c.external_id)
+        .select_from(clients.join(earliest, earliest.c.client_id == clients.c.external_id))
+        .where(
+            or_(
+                clients.c.first_appeal_id.is_(None),
+                clients.c.first_appeal_at >= earliest.c.created_at,
+            )
+        )
+        .subquery("movers")
+    )
+
+
 async def _refresh_store(
     connection: AsyncConnection,
     before: dict[int, FirstAppeal],
-    touched_clients: Select[Any],
+    movers: Select[Any],
     new: int,
 ) -> None:
     """Bring the store's buckets of the merged appeals and moved first appeals up to date."""
-    after = await first_appeals(connection, touched_clients)
+    after = await first_appeals(connection, movers)
     merged = select(appeals.c.id).where(appeals.c.external_id.in_(select(staging.c.appeal_id)))
     if new <= GROW_MAX_APPEALS:
         # A live batch: its appeals are added to the buckets they fall in.

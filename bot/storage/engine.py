@@ -3,6 +3,7 @@
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -73,8 +74,12 @@ async def read_retrying(engine: AsyncEngine, read: Callable[[AsyncConnection], A
     raise AssertionError("unreachable")
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """Create the async engine; SQLite gets WAL, a busy timeout and foreign keys."""
+def create_engine(url: str, *, background_checkpoints: bool = False) -> AsyncEngine:
+    """Create the async engine; SQLite gets WAL, a busy timeout and foreign keys.
+
+    background_checkpoints=True keeps SQLite's commits from checkpointing the WAL: the caller
+    runs bot.storage.checkpoints.checkpoint_forever instead (the bot does).
+    """
     parsed = make_url(url)
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
@@ -85,7 +90,11 @@ def create_engine(url: str) -> AsyncEngine:
         kwargs["pool_pre_ping"] = True
     engine = create_async_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(
+            engine.sync_engine,
+            "connect",
+            partial(_sqlite_pragmas, autocheckpoint=not background_checkpoints),
+        )
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
     return engine
 
@@ -104,9 +113,11 @@ def _sqlite_begin(connection: Connection) -> None:
     connection.exec_driver_sql(f"BEGIN {mode}")
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, autocheckpoint: bool) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
+    if not autocheckpoint:
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")

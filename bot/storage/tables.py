@@ -85,6 +85,23 @@ digest_deliveries = Table(
     UniqueConstraint("subscription_id", "period_key", name="uq_digest_deliveries_subscription_id"),
 )
 
+# What a report's buttons stand for, behind a short key (callback_data holds 64 bytes): the
+# exact period, zone and filter of the report, for the "By hour" button and for re-run buttons
+# whose filter is too long to carry itself. Kept in the database so buttons under digests
+# survive a restart; `used_at` is refreshed by every report that needs the row, and rows
+# unused for REPORT_VIEW_DAYS are deleted.
+report_views = Table(
+    "report_views",
+    metadata,
+    Column("key", String(16), primary_key=True),
+    Column("period_start", UTCDateTime(), nullable=False),
+    Column("period_end", UTCDateTime(), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("channel", String(NAME_MAX), nullable=True),
+    Column("app", String(NAME_MAX), nullable=True),
+    Column("used_at", UTCDateTime(), nullable=False, index=True),
+)
+
 __all__ = [
     "chats",
     "desk_apps",
@@ -96,6 +113,7 @@ __all__ = [
     "people",
     "rollup_clients",
     "rollup_first",
+    "report_views",
     "rollup_state",
     "subscriptions",
     "sync_state",

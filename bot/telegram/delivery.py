@@ -1,4 +1,5 @@
-"""The one path that sends a report to a chat: text, then the pies, then the CSV.
+"""The one path that sends a report to a chat: text, then the charts, then the CSV (and, on a
+press of "By hour", the heatmap of that report).
 
 Commands and digests both come through `deliver_bundle`; digests also tell it which parts
 Telegram already accepted, so a restart resends only what is missing.
@@ -12,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,20 +23,23 @@ from aiogram import Bot
 from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, InputMediaPhoto, Message
 from aiogram.utils.chat_action import ChatActionSender
 from aiogram.utils.i18n import gettext as _
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.config import Settings
 from bot.ingest.status import newest_data, silent_sources
 from bot.rendering import Renderer
 from bot.storage.chats import chat_zone
-from bot.storage.engine import read_retrying
+from bot.storage.engine import read_retrying, write_transaction
+from bot.storage.report_views import load_view, remember_view
 from bot.telegram.keyboards import report_keyboard
 from bot.telegram.outbound import REJECTED, UNDELIVERABLE
-from reports.bundle import ReportBundle
+from reports.bundle import HEATMAP_CAPTION, ReportBundle, caption_line
 from reports.errors import N_
+from reports.heatmap import build_heatmap
 from reports.i18n import translator
 from reports.metrics import build_report
-from reports.model import PeriodPair, ReportFilter
+from reports.model import Period, PeriodPair, ReportFilter
 from reports.periods import parse_period
 from reports.request import ReportRequest
 from reports.trend import build_trend
@@ -68,6 +72,8 @@ REJECTION_REASONS = (
     ),
 )
 REJECTED_OTHERWISE = N_("Telegram refused it")
+HEATMAP_EMPTY = N_("No appeals in this period, so there is nothing to show by hour.")
+HEATMAP_UNAVAILABLE = N_("The heatmap is unavailable right now; please try again later.")
 
 
 @dataclass(slots=True)
@@ -118,7 +124,25 @@ async def produce_bundle(
         trend=trend,
         silent_sources=tuple((f"{source}:{label}", at) for source, label, at in silent),
     )
-    return await renderer.render(report, lang=lang, delimiter=delimiter, title=title)
+    bundle = await renderer.render(report, lang=lang, delimiter=delimiter, title=title)
+    # The buttons under the report stand for exactly this period, zone and filter. A report
+    # is worth more than its buttons: if the key cannot be stored, it goes without them.
+    try:
+        async with write_transaction(engine) as connection:
+            key = await remember_view(connection, periods.current, report_filter, now=as_of)
+    except SQLAlchemyError as exc:
+        logger.warning("report view not stored (%s): buttons that need it are left out", exc)
+        return bundle
+    return replace(bundle, view_key=key)
+
+
+def bundle_keyboard(
+    bundle: ReportBundle, report_filter: ReportFilter, gettext: Callable[[str], str]
+) -> InlineKeyboardMarkup | None:
+    """The buttons under a report: re-run periods, and "By hour" when it has appeals."""
+    return report_keyboard(
+        report_filter, gettext, view_key=bundle.view_key, by_hour=not bundle.empty
+    )
 
 
 async def deliver_bundle(
@@ -141,7 +165,7 @@ async def deliver_bundle(
     """
     steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
         ("text", lambda: bot.send_message(chat_id, bundle.text, reply_markup=keyboard)),
-        ("charts", lambda: _send_charts(bot, chat_id, bundle.charts, uploads)),
+        ("charts", lambda: _send_charts(bot, chat_id, bundle, uploads)),
         ("csv", lambda: _send_csv(bot, chat_id, bundle, uploads)),
     ]
     for part, send in steps:
@@ -178,38 +202,47 @@ async def _tell_rejected(bot: Bot, chat_id: int, part: str, refused: Exception, 
 
 async def _send_csv(bot: Bot, chat_id: int, bundle: ReportBundle, uploads: Uploads | None) -> None:
     upload = BufferedInputFile(bundle.csv, bundle.csv_name)
+    caption = bundle.csv_caption or None
     if uploads is None:
-        await bot.send_document(chat_id, upload)
+        await bot.send_document(chat_id, upload, caption=caption)
         return
     async with uploads.lock:
         if uploads.csv is None:
-            sent = await bot.send_document(chat_id, upload)
+            sent = await bot.send_document(chat_id, upload, caption=caption)
             uploads.csv = sent.document.file_id if sent.document else None
             return
-    await bot.send_document(chat_id, uploads.csv)
+    await bot.send_document(chat_id, uploads.csv, caption=caption)
 
 
 async def _send_charts(
-    bot: Bot, chat_id: int, charts: list[tuple[str, bytes]], uploads: Uploads | None
+    bot: Bot, chat_id: int, bundle: ReportBundle, uploads: Uploads | None
 ) -> None:
+    charts, caption = bundle.charts, bundle.charts_caption or None
     files = [BufferedInputFile(data, name) for name, data in charts]
     if uploads is None:
-        await _send_photos(bot, chat_id, files)
+        await _send_photos(bot, chat_id, files, caption)
         return
     async with uploads.lock:
         if len(uploads.charts) != len(charts):
-            messages = await _send_photos(bot, chat_id, files)
+            messages = await _send_photos(bot, chat_id, files, caption)
             uploads.charts = [message.photo[-1].file_id for message in messages if message.photo]
             return
-    await _send_photos(bot, chat_id, list(uploads.charts))
+    await _send_photos(bot, chat_id, list(uploads.charts), caption)
 
 
 async def _send_photos(
-    bot: Bot, chat_id: int, files: list[BufferedInputFile] | list[str]
+    bot: Bot, chat_id: int, files: Sequence[BufferedInputFile | str], caption: str | None
 ) -> list[Message]:
     if len(files) == 1:
-        return [await bot.send_photo(chat_id, files[0])]
-    return await bot.send_media_group(chat_id, [InputMediaPhoto(media=media) for media in files])
+        return [await bot.send_photo(chat_id, files[0], caption=caption)]
+    # Telegram shows the album's caption from its first item.
+    return await bot.send_media_group(
+        chat_id,
+        [
+            InputMediaPhoto(media=item, caption=caption if index == 0 else None)
+            for index, item in enumerate(files)
+        ],
+    )
 
 
 async def _mark(on_sent: PartSent | None, part: str) -> None:
@@ -242,7 +275,7 @@ class ReportService:
         now = self.clock()
         periods = parse_period(request.period_text, now=now, tz=zone)
         started = time.perf_counter()
-        # The chat sees "sending photo" while the numbers are computed and the pies drawn.
+        # The chat sees "sending photo" while the numbers are computed and the charts drawn.
         async with ChatActionSender.upload_photo(bot=bot, chat_id=chat_id):
             bundle = await produce_bundle(
                 self.engine,
@@ -255,14 +288,9 @@ class ReportService:
             )
 
         async def tell_user(part: str, exc: Exception) -> None:
-            logger.error("report part %s to chat %s failed: %s", part, chat_id, type(exc).__name__)
-            gettext = translator(bundle.lang).gettext
-            with contextlib.suppress(*UNDELIVERABLE):
-                await bot.send_message(
-                    chat_id, gettext(PART_FAILED).format(part=gettext(PART_NAMES[part]))
-                )
+            await _tell_failed(bot, chat_id, part, exc, bundle.lang)
 
-        keyboard = report_keyboard(request.filter, _)
+        keyboard = bundle_keyboard(bundle, request.filter, _)
         await deliver_bundle(bot, chat_id, bundle, keyboard=keyboard, on_failure=tell_user)
         logger.info(
             "report %s sent to chat %s in %.3f s",
@@ -271,6 +299,48 @@ class ReportService:
             time.perf_counter() - started,
         )
         return bundle
+
+    async def view(self, key: str) -> tuple[Period, ReportFilter] | None:
+        """The period and filter a report's button stands for; None once expired."""
+        return await read_retrying(self.engine, lambda connection: load_view(connection, key))
+
+    async def send_heatmap(
+        self, bot: Bot, chat_id: int, period: Period, report_filter: ReportFilter, *, lang: str
+    ) -> None:
+        """The hours heatmap of a report's period and filter, as one photo; an empty period
+        or a failed drawing is said in one message instead."""
+        gettext = translator(lang).gettext
+        async with ChatActionSender.upload_photo(bot=bot, chat_id=chat_id):
+            heatmap = await read_retrying(
+                self.engine,
+                lambda connection: build_heatmap(connection, period, report_filter),
+            )
+            png = await self.renderer.render_heatmap(heatmap, lang=lang)
+        if png is None:
+            empty = heatmap.total == 0
+            await bot.send_message(
+                chat_id, gettext(HEATMAP_EMPTY if empty else HEATMAP_UNAVAILABLE)
+            )
+            return
+        caption = caption_line(HEATMAP_CAPTION, period, report_filter, lang=lang)
+        try:
+            try:
+                await bot.send_photo(
+                    chat_id, BufferedInputFile(png, "heatmap.png"), caption=caption
+                )
+            except REJECTED as refused:
+                await _tell_rejected(bot, chat_id, "charts", refused, lang)
+        except UNDELIVERABLE as exc:
+            await _tell_failed(bot, chat_id, "charts", exc, lang)
+
+
+async def _tell_failed(bot: Bot, chat_id: int, part: str, exc: Exception, lang: str) -> None:
+    logger.error("report part %s to chat %s failed: %s", part, chat_id, type(exc).__name__)
+    gettext = translator(lang).gettext
+    with contextlib.suppress(*UNDELIVERABLE):
+        await bot.send_message(
+            chat_id, gettext(PART_FAILED).format(part=gettext(PART_NAMES[part]))
+        )
 
 
 def telegram_length(text: str) -> int:

@@ -1,4 +1,4 @@
-"""The re-run keyboard under a report: callback data built with aiogram's CallbackData factory."""
+"""The keyboard under a report (re-run periods, "By hour"): aiogram CallbackData factories."""
 
 import logging
 from collections.abc import Callable
@@ -30,26 +30,66 @@ BUTTON_LABELS = {
 }
 
 
+BY_HOUR_LABEL = N_("By hour")
+VIEW_EXPIRED = N_("This button has expired: please send /clients again.")
+
+
 class ReportButton(CallbackData, prefix="rep"):
+    """Re-run with another period; the filter travels in the data itself."""
+
     period: str
     channel: str = ""
     app: str = ""
 
 
-def report_keyboard(
-    report_filter: ReportFilter, gettext: Callable[[str], str]
-) -> InlineKeyboardMarkup | None:
-    """Re-run buttons that keep the filter; none if the filter cannot fit in 64 bytes."""
-    builder = InlineKeyboardBuilder()
+class ViewReportButton(CallbackData, prefix="rv"):
+    """Re-run with another period; the filter is the stored view's (bot.storage.report_views),
+    for a filter too long for the 64 bytes of callback_data or holding its ':' separator."""
+
+    period: str
+    key: str
+
+
+class HeatmapButton(CallbackData, prefix="hm"):
+    """The hours heatmap of exactly the report's period, zone and filter (a stored view)."""
+
+    key: str
+
+
+def _rerun_data(code: str, report_filter: ReportFilter, view_key: str | None) -> str | None:
     try:
-        for code in BUTTON_PERIODS:
-            data = ReportButton(
-                period=code, channel=report_filter.channel or "", app=report_filter.app or ""
-            ).pack()
-            builder.button(text=gettext(BUTTON_LABELS[code]), callback_data=data)
+        return ReportButton(
+            period=code, channel=report_filter.channel or "", app=report_filter.app or ""
+        ).pack()
     except ValueError:  # longer than 64 bytes, or a name holding the ':' separator
+        return ViewReportButton(period=code, key=view_key).pack() if view_key else None
+
+
+def report_keyboard(
+    report_filter: ReportFilter,
+    gettext: Callable[[str], str],
+    *,
+    view_key: str | None = None,
+    by_hour: bool = False,
+) -> InlineKeyboardMarkup | None:
+    """Re-run buttons that keep the filter, then "By hour" when asked (it needs view_key).
+
+    A filter that does not fit in callback_data is kept server-side behind view_key; without
+    a key such a filter gets no re-run buttons.
+    """
+    builder = InlineKeyboardBuilder()
+    rows: list[int] = []
+    rerun = [(code, _rerun_data(code, report_filter, view_key)) for code in BUTTON_PERIODS]
+    if all(data is not None for _, data in rerun):
+        for code, data in rerun:
+            builder.button(text=gettext(BUTTON_LABELS[code]), callback_data=data)
+        rows += [3, 2]
+    if by_hour and view_key is not None:
+        builder.button(text=gettext(BY_HOUR_LABEL), callback_data=HeatmapButton(key=view_key))
+        rows.append(1)
+    if not rows:
         return None
-    builder.adjust(3, 2)
+    builder.adjust(*rows)
     return builder.as_markup()
 
 

@@ -13,9 +13,12 @@ import bot.telegram.delivery
 from bot.app import build_dispatcher
 from bot.storage.engine import session_factory
 from bot.storage.people import grant_lead
+from bot.storage.report_views import view_key
+from reports.model import ReportFilter
+from reports.periods import parse_period
 from tests.datasets import VIP
 from tests.support.dispatcher import Direct
-from tests.support.settings import ADMIN, NOW, make_settings
+from tests.support.settings import ADMIN, MSK, NOW, make_settings
 
 STRANGER = 777
 GROUP = -1001234500001
@@ -53,12 +56,18 @@ async def test_clients_sends_text_then_two_pies_then_the_csv(harness: Direct) ->
         "rep:week::",
         "rep:month::",
         "rep:last_month::",
+        "hm:" + view_key(parse_period("yesterday", now=NOW, tz=MSK).current, ReportFilter()),
     ]
     media = harness.session.sent("sendMediaGroup")[0].media
     assert [item.media.filename for item in media] == ["channels.png", "apps.png", "trend.png"]
+    # One caption for the album, on its first item, and one for the CSV.
+    assert [item.caption for item in media] == ["Report charts · 10 Nov 2026 (Europe/Moscow)"] + [
+        None
+    ] * 2
     assert all(item.media.data.startswith(b"\x89PNG\r\n\x1a\n") for item in media)
     document = harness.session.sent("sendDocument")[0]
     assert document.document.filename == "clients_2026-11-10_2026-11-10.csv"
+    assert document.caption == "Report data for spreadsheets · 10 Nov 2026 (Europe/Moscow)"
     rows = {(row[3], row[4], row[5]): (row[6], row[7]) for row in csv_rows(document)[1:]}
     assert rows[("contacted_clients", "", "")] == ("4", "1")
     assert rows[("new_clients", "", "")] == ("2", "1")
@@ -426,3 +435,19 @@ async def test_an_unquoted_app_name_is_told_to_be_quoted_not_blamed_on_the_perio
 ) -> None:
     await harness.send("/clients week app=R&D <beta> & тест", language=language)
     assert harness.texts() == [expected]
+
+
+async def test_a_report_whose_buttons_cannot_be_stored_goes_without_by_hour(
+    harness: Direct, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def locked(*_args: Any, **_kwargs: Any) -> str:
+        raise OperationalError("INSERT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(bot.telegram.delivery, "remember_view", locked)
+    await harness.send("/clients yesterday")
+    assert harness.names() == ["sendMessage", "sendMediaGroup", "sendDocument"]
+    message = harness.session.sent("sendMessage")[0]
+    buttons = [b.callback_data for row in message.reply_markup.inline_keyboard for b in row]
+    assert buttons == [f"rep:{code}::" for code in ("today", "yesterday", "week", "month")] + [
+        "rep:last_month::"
+    ]

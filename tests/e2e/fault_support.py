@@ -31,3 +31,8 @@ def slow_charts(report: Report, lang: str) -> Charts:
     """The real chart function, a healthy but slow second later (a big report, a busy host)."""
     time.sleep(SLOW_SECONDS)
     return render_charts(report, lang)
+
+
+def failing_heatmap(heatmap: object, lang: str) -> bytes | None:
+    """A heatmap renderer that always fails, as a broken font cache or matplotlib would."""
+    raise RuntimeError("drawing failed")

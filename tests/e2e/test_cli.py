@@ -66,9 +66,22 @@ def test_import_then_report_prints_the_summary_and_writes_three_files(tmp_path: 
         "apps.png",
         "channels.png",
         "clients.csv",
+        "heatmap.png",
         "trend.png",
     ]
     assert (out / "clients.csv").read_bytes().startswith(b"\xef\xbb\xbfperiod_start,")
+    assert (out / "heatmap.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    # An app filter: no pies, the trend and the heatmap.
+    filtered = tmp_path / "filtered"
+    report = run_bot(
+        "report", "2026-11-10", "--app", "Bot", "--out", str(filtered), tmp_path=tmp_path
+    )
+    assert report.returncode == 0, report.stderr
+    assert sorted(p.name for p in filtered.iterdir()) == [
+        "clients.csv",
+        "heatmap.png",
+        "trend.png",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """Digest runs invoked directly with a frozen clock, against the fake Bot API server."""
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from bot.rendering import Renderer
 from bot.storage.chats import save_chat, set_enabled
 from bot.storage.engine import create_engine, migrate, session_factory
 from bot.storage.people import grant_lead, revoke_lead
+from bot.storage.report_views import load_view
 from bot.storage.tables import digest_deliveries, subscriptions
 from bot.telegram import outbound
 from bot.telegram.outbound import Limits, OutboundLimiter
@@ -151,8 +153,20 @@ async def test_due_digest_is_sent_once_with_title_numbers_pies_and_csv(
     assert "10 Nov 2026 (Europe/Moscow)" in text.params["text"]
     assert "Clients who wrote: <b>4</b>" in text.params["text"]
     assert "delayed" not in text.params["text"]
+    # The same buttons as under a command, "By hour" naming the digest's own period.
+    keyboard = json.loads(text.params["reply_markup"])["inline_keyboard"]
+    assert [b["text"] for row in keyboard for b in row][-2:] == ["Last month", "By hour"]
+    by_hour = keyboard[-1][0]["callback_data"]
+    async with sqlite_engine.connect() as connection:
+        view = await load_view(connection, by_hour.removeprefix("hm:"))
+    assert view is not None
+    assert (view[0].start.isoformat(), view[0].end.isoformat()) == (
+        "2026-11-10T00:00:00+03:00",
+        "2026-11-11T00:00:00+03:00",
+    )
     (album,) = ok_calls(tg, "sendMediaGroup", 1001)
     assert [f.filename for f in album.media_files()] == ["channels.png", "apps.png", "trend.png"]
+    assert album.json("media")[0]["caption"] == "Report charts · 10 Nov 2026 (Europe/Moscow)"
     (document,) = ok_calls(tg, "sendDocument", 1001)
     assert document.file("document").filename == "clients_2026-11-10_2026-11-10.csv"
     assert await ledger(sqlite_engine) == [("2026-11-10", "sent", "text,charts,csv")]

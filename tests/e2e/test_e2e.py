@@ -407,7 +407,7 @@ async def test_pressing_yesterday_under_a_report_answers_and_sends_a_new_report(
             for row in report_message["reply_markup"]["inline_keyboard"]
             for button in row
         }
-        assert list(buttons) == ["Today", "Yesterday", "Week", "Month", "Last month"]
+        assert list(buttons) == ["Today", "Yesterday", "Week", "Month", "Last month", "By hour"]
         before = len(live.tg.calls())
 
         press = live.tg.press_button(
@@ -433,7 +433,10 @@ async def test_pressing_yesterday_under_a_report_answers_and_sends_a_new_report(
             "Data up to 00:00 (12 hours ago)\n"
         )
         assert "\nClients who wrote: 4 · +3 (+300%)\n" in second["text"]
-        assert second["reply_markup"] == report_message["reply_markup"]
+        # The same re-run buttons; "By hour" stands for the new report's period.
+        rows = report_message["reply_markup"]["inline_keyboard"]
+        assert second["reply_markup"]["inline_keyboard"][:2] == rows[:2]
+        assert second["reply_markup"]["inline_keyboard"][2] != rows[2]
         document = after[3].file("document")
         assert document is not None
         assert document.filename == "clients_2026-11-10_2026-11-10.csv"
@@ -592,6 +595,7 @@ async def test_a_russian_user_gets_russian_text_and_a_semicolon_csv_with_bom(
             "Неделя",
             "Месяц",
             "Прошлый месяц",
+            "По часам",
         ]
         document = document_call.file("document")
         assert document is not None

@@ -3,6 +3,7 @@
 import csv
 import io
 import pickle
+import random
 import re
 import struct
 import subprocess
@@ -25,7 +26,7 @@ from reports.charts import (
     Slice,
     app_slices,
     channel_color,
-    pie_slices,
+    chart_slices,
     render_apps_png,
     render_channels_png,
     render_trend_png,
@@ -642,39 +643,57 @@ def test_names_render_literally_with_cyrillic() -> None:
             channel_clients=dict.fromkeys(odd, 1),
             app_clients={AppKey(channel=name, name=name): 1 for name in odd},
         ),
-        report_filter=ReportFilter(app=r"$\frac{$"),
     )
     for render in (render_channels_png, render_apps_png):
         data = render(report, lang="ru")
         assert data is not None
         assert png_size(data) == (WIDTH_PX, HEIGHT_PX)
+    # The filter's name in the header line too.
+    filtered = replace(report, filter=ReportFilter(channel=r"$\frac{$"))
+    assert png_size(render_apps_png(filtered, lang="en") or b"") == (WIDTH_PX, HEIGHT_PX)
 
 
-def test_small_slices_fold_into_other() -> None:
-    counts = {"whatsapp": 50, "telegram": 30, "vk": 14, "email": 2, "viber": 2, "ok": 2}
-    slices = pie_slices(counts, other_label="Other")
+def test_up_to_eight_parts_are_all_shown_by_name() -> None:
+    counts = {"whatsapp": 50, "telegram": 30, "vk": 14, "email": 2, "viber": 2, "ok": 1}
+    slices = chart_slices(counts, other_label="Other")
     assert [(s.label, s.value) for s in slices] == [
         ("whatsapp", 50),
         ("telegram", 30),
         ("vk", 14),
-        ("Other", 6),
+        ("email", 2),
+        ("viber", 2),
+        ("ok", 1),
     ]
-    assert slices[-1].key is None
     assert sum(s.share for s in slices) == pytest.approx(1)
-    assert slices[0].share == pytest.approx(0.5)
+    assert slices[0].share == pytest.approx(50 / 99)
+    assert chart_slices({"whatsapp": 98, "vk": 0}, other_label="Other")[0].value == 98
+    assert chart_slices({}, other_label="Other") == []
 
 
-def test_a_single_small_slice_keeps_its_name() -> None:
-    slices = pie_slices({"whatsapp": 98, "vk": 2, "email": 0}, other_label="Other")
-    assert [(s.label, s.value) for s in slices] == [("whatsapp", 98), ("vk", 2)]
-    assert pie_slices({}, other_label="Other") == []
+def test_past_25_parts_the_rest_folds_only_while_no_larger_than_a_shown_one() -> None:
+    many = {f"ch{i:02}": 100 for i in range(25)} | {f"z{i:02}": 2 for i in range(20)}
+    slices = chart_slices(many, other_label="Other")
+    assert [s.label for s in slices] == [f"ch{i:02}" for i in range(25)] + ["Other"]
+    assert (slices[-1].key, slices[-1].value) == (None, 40)
+    # The 26th part and the small rest would make an "Other" of 110 > 100: the 26th is shown.
+    bigger = {f"ch{i:02}": 100 for i in range(26)} | {f"z{i}": 1 for i in range(10)}
+    slices = chart_slices(bigger, other_label="Other")
+    assert len(slices) == 27 and slices[-2].label == "ch25" and slices[-1].value == 10
+    # Ties are ordered by name; a single leftover is shown rather than folded.
+    one_more = {f"ch{i:02}": 10 for i in range(26)}
+    assert [s.label for s in chart_slices(one_more, other_label="Other")] == sorted(one_more)
 
 
-def test_slices_are_capped_and_ordered_by_size_then_name() -> None:
-    counts = {f"ch{i:02}": 10 for i in range(15)}
-    slices = pie_slices(counts, other_label="Other", max_slices=10)
-    assert [s.label for s in slices] == [f"ch{i:02}" for i in range(10)] + ["Other"]
-    assert slices[-1].value == 50
+def test_other_is_never_larger_than_a_part_shown_by_name() -> None:
+    rng = random.Random(7)
+    for _ in range(300):
+        counts = {f"app{i}": rng.choice([1, 2, 5, 40, 300]) for i in range(rng.randint(1, 60))}
+        slices = chart_slices(counts, other_label="Other")
+        named = [s.value for s in slices if s.key is not None]
+        others = [s.value for s in slices if s.key is None]
+        assert sum(named) + sum(others) == sum(counts.values())
+        assert not others or others[0] <= min(named)
+        assert len(slices) <= 8 or len(named) >= 25 or not others
 
 
 def test_app_slices_are_labelled_and_shaded_by_channel() -> None:
