@@ -8,6 +8,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from aiogram import Bot, Dispatcher
@@ -21,7 +22,7 @@ from aiogram.exceptions import (
     TelegramBadRequest,
     TelegramUnauthorizedError,
 )
-from aiogram.types import BotCommand, User
+from aiogram.types import User
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -33,9 +34,11 @@ from bot.rendering import Renderer
 from bot.shared_state import RedisState, connect
 from bot.storage.checkpoints import checkpoints_in_background
 from bot.storage.engine import session_factory
+from bot.storage.people import Role
 from bot.telegram import outbound
+from bot.telegram.commands import people_with_roles, set_commands
 from bot.telegram.delivery import ReportService
-from bot.telegram.i18n import SUPPORTED_LANGUAGES, PeopleI18nMiddleware, build_i18n
+from bot.telegram.i18n import PeopleI18nMiddleware, build_i18n
 from bot.telegram.middlewares import (
     AccessMiddleware,
     DbSessionMiddleware,
@@ -46,24 +49,10 @@ from bot.telegram.middlewares import (
 from bot.telegram.outbound import OutboundLimiter, Pacer, backoff_delays, retry
 from bot.web.server import IngestServer, start_web
 from handlers import build_routers
-from reports.errors import N_
-from reports.i18n import translator
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-
-# The command menu, set with setMyCommands in every language of the catalogs.
-COMMANDS = [
-    ("clients", N_("Client report: /clients week, /clients month channel=whatsapp")),
-    ("channels", N_("Channels and apps with all-time client counts")),
-    ("digest", N_("Scheduled digests: /digest daily 09:00")),
-    ("timezone", N_("Timezone of this chat: /timezone Europe/Moscow")),
-    ("users", N_("People and roles; /grant and /revoke change them")),
-    ("sources", N_("Desk sources: newest event, events today, refused requests")),
-    ("help", N_("Commands, periods and metric definitions")),
-    ("lang", N_("Language: /lang ru or /lang en")),
-]
 
 
 def build_bot(settings: Settings) -> Bot:
@@ -167,7 +156,9 @@ def build_application(
         digest_clock=digest_clock,
     )
 
-    menu = CommandMenu(bot, settings.language)
+    menu = CommandMenu(
+        bot, settings.language, people=partial(people_with_roles, engine, settings.admin_ids)
+    )
 
     async def on_startup(bot: Bot) -> None:
         await menu.set_or_retry_later()
@@ -185,18 +176,6 @@ def build_application(
     )
 
 
-def command_menu(language: str) -> list[BotCommand]:
-    gettext = translator(language).gettext
-    return [BotCommand(command=name, description=gettext(text)) for name, text in COMMANDS]
-
-
-async def set_commands(bot: Bot, default_language: str) -> None:
-    for language in SUPPORTED_LANGUAGES:
-        await bot.set_my_commands(command_menu(language), language_code=language)
-    # Users whose Telegram language is neither get the LANGUAGE setting's menu.
-    await bot.set_my_commands(command_menu(default_language))
-
-
 class CommandMenu:
     """Sets the command menu at start; if Telegram refuses, the bot serves anyway and retries.
 
@@ -212,8 +191,11 @@ class CommandMenu:
         first_delay: float = 60.0,
         max_delay: float = 3600.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        people: Callable[[], Awaitable[list[tuple[int, Role]]]] | None = None,
     ) -> None:
         self.bot, self.language = bot, language
+        # Whose private chats get a menu of their role (admins, leads); None: nobody's.
+        self.people = people
         # A 429 with a long retry_after is waited out by the retry middleware: at start the
         # menu gets this long, then the rest of the wait happens in the background.
         self.start_timeout = start_timeout
@@ -223,7 +205,7 @@ class CommandMenu:
     async def set_or_retry_later(self) -> None:
         try:
             async with asyncio.timeout(self.start_timeout):
-                await set_commands(self.bot, self.language)
+                await self._set()
         except (TelegramAPIError, ClientDecodeError, TimeoutError) as exc:
             logger.warning(
                 "command menu not set (%s: %s); the bot serves without it and retries",
@@ -237,13 +219,17 @@ class CommandMenu:
         while True:
             await self._sleep(delay)
             try:
-                await set_commands(self.bot, self.language)
+                await self._set()
             except (TelegramAPIError, ClientDecodeError) as exc:
                 delay = min(delay * 2, self.max_delay)
                 logger.warning("command menu still not set (%s); next try in %.0f s", exc, delay)
                 continue
             logger.info("command menu set")
             return
+
+    async def _set(self) -> None:
+        people = await self.people() if self.people is not None else []
+        await set_commands(self.bot, self.language, people)
 
     async def stop(self) -> None:
         if self._retry is not None:

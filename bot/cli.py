@@ -3,6 +3,7 @@ metric store."""
 
 import argparse
 import asyncio
+import gettext
 import logging
 import os
 import random
@@ -34,7 +35,7 @@ from reports.bundle import render_bundle
 from reports.charts import render_heatmap_png
 from reports.errors import ReportError
 from reports.heatmap import build_heatmap
-from reports.i18n import translator
+from reports.i18n import format_number, translator
 from reports.metrics import build_report
 from reports.model import ReportFilter
 from reports.periods import parse_period
@@ -101,19 +102,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
     except AppError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        # The settings could not be read, LANGUAGE among them: the environment's, if it is one.
+        early = os.environ.get("LANGUAGE") or "ru"
+        _error(exc.localized(translator(early)), early)
         return 1
     setup_logging(level, secrets=settings.secrets)
-    translations = translator(settings.language)
+    lang = settings.language
+    translations = translator(lang)
     try:
         return asyncio.run(dispatch(args, settings))
     except AppError as exc:
         text = exc.localized(translations)
-        print(f"error: {text}" if exc.labelled else text, file=sys.stderr)
+        if exc.labelled:
+            _error(text, lang)
+        else:
+            print(text, file=sys.stderr)
     except ReportError as exc:
-        print(f"error: {exc.localized(translations.gettext)}", file=sys.stderr)
+        _error(exc.localized(translations.gettext), lang)
     except SyncError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _error(str(exc), lang)
     except BrokenPipeError:
         # `report ... | head -3`: the reader left early; end quietly, as Unix tools do, and keep
         # the interpreter from failing again when it flushes stdout at exit.
@@ -121,12 +128,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         # Not an error but the operator's Ctrl-C: one word instead of a traceback.
-        print("interrupted", file=sys.stderr)
+        print(translations.gettext("interrupted"), file=sys.stderr)
     return 1
+
+
+def _error(message: str, lang: str) -> None:
+    """The one line of a failed command: "error: ..." in the operator's language."""
+    print(translator(lang).gettext("error: {message}").format(message=message), file=sys.stderr)
 
 
 async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     command = args.command or "run"
+    t = translator(settings.language)
     # The running bot checkpoints SQLite's WAL in the background (bot/storage/checkpoints.py).
     engine = create_engine(settings.database_url, background_checkpoints=command == "run")
     try:
@@ -143,33 +156,50 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return await run_bot(settings, engine)
         if command == "import":
             if args.file.is_dir():
-                raise CliError(f"{args.file} is a directory: name one .csv or .jsonl file")
+                raise CliError(
+                    N_("{path} is a directory: name one .csv or .jsonl file"), path=str(args.file)
+                )
             if not args.file.is_file():
                 raise CliError(N_("no such file: {path}"), path=str(args.file))
             result = await import_file(engine, args.file)
+            rows, new, duplicates = result.rows, result.new, result.duplicates
             print(
-                f"imported {args.file.name}: {result.rows} rows, {result.new} new, "
-                f"{result.duplicates} duplicates"
+                t.gettext("imported {file}: {rows}, {new}, {duplicates}").format(
+                    file=args.file.name,
+                    rows=t.ngettext("{count} row", "{count} rows", rows).format(count=rows),
+                    new=t.ngettext("{count} new", "{count} new", new).format(count=new),
+                    duplicates=t.ngettext(
+                        "{count} duplicate", "{count} duplicates", duplicates
+                    ).format(count=duplicates),
+                )
             )
             # Two sources disagree about these appeals: an operator should look.
-            for line in conflict_report(result, translator(settings.language)):
+            for line in conflict_report(result, t):
                 print(line)
         elif command == "export":
             await export_to(engine, args.file)
         elif command == "demo":
             loaded = await load_demo(engine, now=datetime.now(UTC), force=args.force)
             print(
-                f"demo data loaded: {loaded.clients} clients, {loaded.appeals} appeals "
-                f"from {loaded.start:%Y-%m-%d} to {loaded.end:%Y-%m-%d}"
+                t.gettext("demo data loaded: {clients}, {appeals} from {start} to {end}").format(
+                    clients=t.ngettext("{count} client", "{count} clients", loaded.clients).format(
+                        count=loaded.clients
+                    ),
+                    appeals=t.ngettext("{count} appeal", "{count} appeals", loaded.appeals).format(
+                        count=loaded.appeals
+                    ),
+                    start=f"{loaded.start:%Y-%m-%d}",
+                    end=f"{loaded.end:%Y-%m-%d}",
+                )
             )
         elif command == "report":
             await print_report(engine, settings, args)
         elif command == "sync":
             await run_sync(engine, settings, args)
         elif command == "rebuild-aggregates":
-            await rebuild_store(engine)
+            await rebuild_store(engine, t)
         elif command == "check":
-            return await check(engine, args)
+            return await check(engine, args, t)
         return 0
     except SQLAlchemyError as exc:
         first_line = str(getattr(exc, "orig", None) or exc).splitlines()[0]
@@ -200,18 +230,31 @@ def _day(text: str) -> date:
 
 async def run_sync(engine: AsyncEngine, settings: Settings, args: argparse.Namespace) -> None:
     if not _LABEL.fullmatch(args.label):
-        raise CliError("--label may hold only letters, digits, '-' and '_' (at most 64)")
+        raise CliError(N_("--label may hold only letters, digits, '-' and '_' (at most 64)"))
     since = datetime.combine(args.since, day_time(), tzinfo=settings.zone)
     bar = TextProgress()
     try:
         result = await sync_chatwoot(settings, engine, since=since, label=args.label, progress=bar)
     finally:
         bar.finish()
-    skipped = f", {result.skipped} skipped" if result.skipped else ""
-    print(
-        f"synced {result.conversations:,} conversations: {result.new_events:,} new events, "
-        f"{result.pages} pages{skipped}"
+    t = translator(settings.language)
+    lang = settings.language
+    parts = [
+        t.ngettext("{count} new event", "{count} new events", result.new_events),
+        t.ngettext("{count} page", "{count} pages", result.pages),
+    ]
+    counts = [result.new_events, result.pages]
+    if result.skipped:
+        parts.append(t.ngettext("{count} skipped", "{count} skipped", result.skipped))
+        counts.append(result.skipped)
+    conversations = t.ngettext(
+        "synced {count} conversation", "synced {count} conversations", result.conversations
+    ).format(count=format_number(result.conversations, lang))
+    details = ", ".join(
+        part.format(count=format_number(count, lang))
+        for part, count in zip(parts, counts, strict=True)
     )
+    print(f"{conversations}: {details}")
 
 
 async def print_report(engine: AsyncEngine, settings: Settings, args: argparse.Namespace) -> None:
@@ -244,7 +287,8 @@ async def print_report(engine: AsyncEngine, settings: Settings, args: argparse.N
                 path=str(args.out),
                 reason=exc.strerror or str(exc),
             ) from exc
-        print("written: " + ", ".join(str(path) for path in written))
+        files = ", ".join(str(path) for path in written)
+        print(translator(lang).gettext("written: {files}").format(files=files))
 
 
 def _progress(label: str) -> Callable[[int, int], None]:
@@ -265,32 +309,47 @@ def _progress(label: str) -> Callable[[int, int], None]:
     return show
 
 
-async def rebuild_store(engine: AsyncEngine) -> None:
+async def rebuild_store(engine: AsyncEngine, t: gettext.NullTranslations) -> None:
     started = time.perf_counter()
     async with write_transaction(engine) as connection:
-        await rebuild_aggregates(connection, _progress("rebuilding the metric store"))
+        await rebuild_aggregates(connection, _progress(t.gettext("rebuilding the metric store")))
         size = await aggregates_size(connection)
     print(
-        f"metric store rebuilt: {size.buckets:,} buckets, {size.bytes / 1e6:.1f} MB of bitmaps "
-        f"in {time.perf_counter() - started:.1f} s"
+        t.gettext(
+            "metric store rebuilt: {buckets} buckets, {size} MB of bitmaps in {seconds} s"
+        ).format(
+            buckets=f"{size.buckets:,}",
+            size=f"{size.bytes / 1e6:.1f}",
+            seconds=f"{time.perf_counter() - started:.1f}",
+        )
     )
 
 
-async def check(engine: AsyncEngine, args: argparse.Namespace) -> int:
+async def check(engine: AsyncEngine, args: argparse.Namespace, t: gettext.NullTranslations) -> int:
     if args.samples < 1:
-        raise CliError("--samples must be at least 1")
+        raise CliError(N_("--samples must be at least 1"))
     seed = args.seed if args.seed is not None else random.randrange(1_000_000)
     async with engine.connect() as connection:
         if not await store_ready(connection):
-            raise CliError("the metric store is not built: run python -m bot rebuild-aggregates")
+            raise CliError(
+                N_("the metric store is not built: run python -m bot rebuild-aggregates")
+            )
         result = await check_store(
-            connection, samples=args.samples, seed=seed, progress=_progress("comparing")
+            connection, samples=args.samples, seed=seed, progress=_progress(t.gettext("comparing"))
         )
     for difference in result.differences:
-        print(f"difference: {difference}")
+        print(t.gettext("difference: {difference}").format(difference=difference))
+    found = len(result.differences)
     print(
-        f"checked {result.comparisons} reports (seed {seed}): "
-        f"{len(result.differences)} differences"
+        t.gettext("checked {reports} (seed {seed}): {differences}").format(
+            reports=t.ngettext("{count} report", "{count} reports", result.comparisons).format(
+                count=result.comparisons
+            ),
+            seed=seed,
+            differences=t.ngettext("{count} difference", "{count} differences", found).format(
+                count=found
+            ),
+        )
     )
     return 1 if result.differences else 0
 

@@ -1,6 +1,7 @@
 """Settings from the environment or `.env` (DESIGN.md §6), validated once at start."""
 
 import re
+from datetime import UTC, datetime
 from functools import cache
 from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
@@ -12,6 +13,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from bot.errors import N_, AppError
+from reports.errors import ReportError
+from reports.periods import parse_period
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///data/bot.db"
 MIN_INGEST_TOKEN = 24
@@ -92,6 +95,17 @@ class Settings(BaseSettings):
     def _known_zone(cls, value: str) -> str:
         if zone_named(value) is None:
             raise ValueError(f"unknown IANA timezone {value!r} (try Europe/Moscow)")
+        return value
+
+    @field_validator("default_period")
+    @classmethod
+    def _known_period(cls, value: str) -> str:
+        # Checked now, not at the first bare /clients: a period that cannot be read today (or
+        # that starts in the future) would fail every such report.
+        try:
+            parse_period(value, now=datetime.now(UTC), tz=ZoneInfo("UTC"))
+        except ReportError as exc:
+            raise ValueError(exc.message) from None
         return value
 
     @field_validator("csv_delimiter", mode="before")

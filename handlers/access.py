@@ -2,6 +2,7 @@
 
 import html
 import logging
+from functools import partial
 
 from aiogram import Bot, F, Router
 from aiogram.filters import JOIN_TRANSITION, ChatMemberUpdatedFilter, Command, CommandObject
@@ -16,6 +17,7 @@ from bot.digests.clock import DigestClock
 from bot.digests.subscriptions import deactivate_chat, pause_subscriptions
 from bot.storage.chats import move_chat, set_enabled
 from bot.storage.people import grant_lead, list_people, revoke_lead
+from bot.telegram.commands import set_person_menu
 from bot.telegram.delivery import send_lines
 from bot.telegram.middlewares import GROUP_TYPES, SERVICE_USER_IDS, AfterCommit
 from reports.errors import is_number
@@ -48,6 +50,7 @@ def build_router() -> Router:
     async def grant(
         message: Message,
         command: CommandObject,
+        bot: Bot,
         session: AsyncSession,
         settings: Settings,
         after_commit: AfterCommit,
@@ -77,11 +80,14 @@ def build_router() -> Router:
         after_commit.answer(
             message, _("{user_id} is now a lead: they can see reports.").format(user_id=user_id)
         )
+        # Their menu now shows the report commands (once they have written to the bot).
+        after_commit.call(partial(set_person_menu, bot, user_id, "lead", settings.language))
 
     @router.message(Command("revoke"), flags=ADMIN_WRITES)
     async def revoke(
         message: Message,
         command: CommandObject,
+        bot: Bot,
         session: AsyncSession,
         settings: Settings,
         after_commit: AfterCommit,
@@ -113,6 +119,7 @@ def build_router() -> Router:
             if digest_clock is not None:
                 after_commit.call(digest_clock.rebuild)
         after_commit.answer(message, text)
+        after_commit.call(partial(set_person_menu, bot, user_id, None, settings.language))
 
     @router.message(Command("users"), flags=ADMIN_ONLY)
     async def users(message: Message, bot: Bot, session: AsyncSession, settings: Settings) -> None:

@@ -29,7 +29,7 @@ from bot.storage.chats import chat_zone, save_chat
 from bot.telegram.delivery import send_lines
 from bot.telegram.middlewares import AfterCommit
 from reports.errors import echo, is_number
-from reports.i18n import format_date
+from reports.i18n import format_date, translator
 from reports.metrics import load_catalog
 from reports.model import ReportFilter
 
@@ -95,7 +95,7 @@ def build_router() -> Router:
                 message,
                 _("Digest {number} resumed: {rule}. Next: {when} ({zone}).").format(
                     number=number,
-                    rule=html.escape(target.rule.describe(), quote=False),
+                    rule=html.escape(target.rule.describe(translator(lang)), quote=False),
                     when=_when(
                         next_owed_slot(target.rule, zone, now, since=now, recorded=None),
                         zone,
@@ -132,17 +132,34 @@ def build_router() -> Router:
                 (await load_catalog(connection)).resolve(
                     ReportFilter(channel=rule.channel, app=rule.app)
                 )
+        translations = translator(lang)
+        current = await chat_subscriptions(session, chat_id)
+        for number, existing in enumerate(current, start=1):
+            if existing.rule.same_as(rule):
+                after_commit.answer(
+                    message,
+                    _(
+                        "This chat already has that digest: {number}. {rule}. To change it, "
+                        "remove it first with /digest off {number}."
+                    ).format(
+                        number=number,
+                        rule=html.escape(existing.rule.describe(translations), quote=False),
+                    ),
+                )
+                return
         now = clock()
         await save_chat(session, chat_id, language=lang)
         await add_subscription(session, chat_id, rule, now=now)
         if digest_clock is not None:
             after_commit.call(digest_clock.rebuild)
+        first = next_owed_slot(rule, zone, now, since=now, recorded=None).astimezone(zone)
         after_commit.answer(
             message,
-            _("Digest added: {rule}. Next: {when} ({zone}).").format(
-                rule=html.escape(rule.describe(), quote=False),
-                when=_when(next_owed_slot(rule, zone, now, since=now, recorded=None), zone, lang),
+            _("Digest added: {report}, {schedule} {zone}, first on {date}.").format(
+                report=html.escape(rule.coverage(translations), quote=False),
+                schedule=rule.schedule(translations),
                 zone=zone.key,
+                date=format_date(first.date(), lang),
             ),
         )
 
@@ -200,7 +217,7 @@ async def _listing(
     recorded = await latest_recorded_slots(session, [s.id for s in subscriptions])
     lines = [_("<b>Digests of this chat</b> ({zone})").format(zone=zone.key)]
     for number, subscription in enumerate(subscriptions, start=1):
-        rule = html.escape(subscription.rule.describe(), quote=False)
+        rule = html.escape(subscription.rule.describe(translator(lang)), quote=False)
         if subscription.paused_reason is not None:
             lines.append(
                 _("{number}. {rule} — paused: {why}. Resume with /digest resume {number}.").format(

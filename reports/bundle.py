@@ -16,7 +16,7 @@ from reports.text import render_text
 CAPTION_LIMIT = 1024
 CHARTS_CAPTION = N_("Report charts")
 CSV_CAPTION = N_("Report data for spreadsheets")
-HEATMAP_CAPTION = N_("Appeals by weekday and hour")
+HEATMAP_CAPTION = N_("Conversations by weekday and hour")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

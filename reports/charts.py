@@ -505,9 +505,9 @@ def render_trend_png(report: Report, *, lang: str) -> bytes | None:
     t = translator(lang)
     _ = t.gettext
     titles = {
-        "hour": _("Clients and appeals by hour"),
-        "day": _("Clients and appeals by day"),
-        "week": _("Clients and appeals by week"),
+        "hour": _("Clients and conversations by hour"),
+        "day": _("Clients and conversations by day"),
+        "week": _("Clients and conversations by week"),
     }
     x_labels = {"hour": _("Hour"), "day": _("Day"), "week": _("Week, from Monday")}
     figure = _figure()
@@ -526,7 +526,7 @@ def render_trend_png(report: Report, *, lang: str) -> bytes | None:
     series = (
         ("contacted", _("Clients who wrote"), lambda b: b.contacted_clients),
         ("new", _("New clients"), lambda b: b.new_clients),
-        ("appeals", _("Appeals"), lambda b: b.appeals),
+        ("appeals", _("Conversations"), lambda b: b.appeals),
     )
     handles: list[Any] = []
     labels: list[str] = []
@@ -637,7 +637,7 @@ def render_heatmap_png(heatmap: Heatmap, *, lang: str) -> bytes | None:
     note = None
     if len(days) > 7:
         note = _("Each cell adds up that hour of every such weekday in the period.")
-    y = _draw_heading(figure, _("Appeals by weekday and hour"), lines, note=note)
+    y = _draw_heading(figure, _("Conversations by weekday and hour"), lines, note=note)
     bottom = 190 / height_px
     axes = figure.add_axes((0.13, bottom, 0.76, y - bottom - 25 / height_px))
     peak = max(max(row) for row in values)
@@ -683,7 +683,7 @@ def render_heatmap_png(heatmap: Heatmap, *, lang: str) -> bytes | None:
     figure.text(
         0.13,
         80 / height_px,
-        _("Appeals per hour; grey: none"),
+        _("Conversations per hour; grey: none"),
         **_literal(fontsize=10, va="bottom", color="#3c4043"),
     )
     return _png(figure)

@@ -73,7 +73,7 @@ def parse_period(text: str, *, now: datetime, tz: ZoneInfo) -> PeriodPair:
         return pair
     except (OverflowError, ValueError):
         # Only dates near year 1 or 9999 get here: their neighbours do not exist.
-        raise _error(N_("Period {value} is out of range. Try: {examples}"), shown) from None
+        raise _error(N_("Period “{value}” is out of range. Try: {examples}"), shown) from None
 
 
 def last_complete_period(kind: CompleteKind, *, now: datetime, tz: ZoneInfo) -> PeriodPair:
@@ -99,7 +99,7 @@ def _parse(key: str, shown: str, now: datetime, tz: ZoneInfo) -> PeriodPair:
         first, last = _date(match.group(1), shown), _date(match.group(2), shown)
         label = f"{first.isoformat()}..{last.isoformat()}"
         return _day_range(first, last, label, shown, now, tz)
-    raise _error(N_("Unknown period {value}. Try: {examples}"), shown)
+    raise _error(N_("Unknown period “{value}”. Try: {examples}"), shown)
 
 
 def _to_date(unit: _ToDateUnit, now: datetime, tz: ZoneInfo) -> PeriodPair:
@@ -151,7 +151,7 @@ def _complete(kind: CompleteKind, now: datetime, tz: ZoneInfo) -> PeriodPair:
 def _last_days(digits: str, shown: str, now: datetime, tz: ZoneInfo) -> PeriodPair:
     count = int(digits) if len(digits) <= 6 else MAX_DAYS + 1
     if not 1 <= count <= MAX_DAYS:
-        raise _error(N_("Day count {value} must be from 1 to 1830. Try: {examples}"), shown)
+        raise _error(N_("Day count “{value}” must be from 1 to 1830. Try: {examples}"), shown)
     # A to-date preset whose unit is N days: the N days before it, up to the same wall time
     # (7d on Friday 14:35 vs the seven days before, to Friday 14:35), so both start at midnight.
     first = now.date() - timedelta(days=count - 1)
@@ -173,10 +173,10 @@ def _month(year: int, month: int, shown: str, now: datetime, tz: ZoneInfo) -> Pe
     try:
         first = date(year, month, 1)
     except ValueError:
-        raise _error(N_("Invalid date {value}. Try: {examples}"), shown) from None
+        raise _error(N_("Invalid date “{value}”. Try: {examples}"), shown) from None
     start = _midnight(first, tz)
     if start > now:
-        raise _error(N_("Period {value} starts in the future. Try: {examples}"), shown)
+        raise _error(N_("Period “{value}” starts in the future. Try: {examples}"), shown)
     label = f"{year:04d}-{month:02d}"
     next_first = _add_months(first, 1)
     if next_first > now.date():
@@ -193,16 +193,16 @@ def _day_range(
 ) -> PeriodPair:
     """Inclusive dates as [first 00:00, (last + 1) 00:00), clipped to now."""
     if last < first:
-        raise _error(N_("Period {value} ends before it starts. Try: {examples}"), shown)
+        raise _error(N_("Period “{value}” ends before it starts. Try: {examples}"), shown)
     start = _midnight(first, tz)
     if start > now:
-        raise _error(N_("Period {value} starts in the future. Try: {examples}"), shown)
+        raise _error(N_("Period “{value}” starts in the future. Try: {examples}"), shown)
     if first == last == now.date():
         # Today typed as a date means the same as "today".
         return _relabel(_to_date("today", now, tz), label)
     end = now if last >= now.date() else _midnight(last + timedelta(days=1), tz)
     if start < _minus_years(end, MAX_YEARS):
-        raise _error(N_("Period {value} spans more than 5 years. Try: {examples}"), shown)
+        raise _error(N_("Period “{value}” spans more than 5 years. Try: {examples}"), shown)
     return _pair(start, end, label, tz)
 
 
@@ -255,10 +255,10 @@ def _date(value: str, shown: str) -> date:
     try:
         return date(int(year), int(month), int(day))
     except ValueError:
-        raise _error(N_("Invalid date {value}. Try: {examples}"), shown) from None
+        raise _error(N_("Invalid date “{value}”. Try: {examples}"), shown) from None
 
 
 def _error(template: str, shown: str) -> PeriodError:
     """A PeriodError quoting the input (shortened, see reports.errors.echo), then the examples."""
     # The template is the translatable message id; the echoed input and examples are values.
-    return PeriodError(template, value=f'"{echo(shown)}"', examples=EXAMPLES)
+    return PeriodError(template, value=echo(shown), examples=EXAMPLES)

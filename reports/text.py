@@ -141,15 +141,15 @@ def render_text(report: Report, *, lang: str, html: bool = True, title: str | No
     earlier = has_earlier_data(report)
     if not report.is_empty:
         if has_just_begun(report):
-            template = _("Changes vs {range} (the period has just begun)")
+            template = _("Compared with {range} (the period has just begun)")
         else:
-            template = _("Changes vs {range}")
+            template = _("Compared with {range}")
         lines.append(m.line(template, range=m.italic(previous_range)))
         if not earlier and report.data_since is not None:
             first = report.data_since.astimezone(report.period.tz).date()
             lines.append(
                 m.italic(
-                    _("No earlier data: the first appeal is from {date}.").format(
+                    _("No earlier data: the first conversation is from {date}.").format(
                         date=format_date(first, lang, year=True)
                     )
                 )
@@ -165,11 +165,11 @@ def render_text(report: Report, *, lang: str, html: bool = True, title: str | No
         )
     )
     if report.is_empty:
-        lines.append(m.text(_("No appeals in this period.")))
+        lines.append(m.text(_("No conversations in this period.")))
         if before.appeals:
             lines.append(
                 m.line(
-                    _("Appeals in {range}: {value}"),
+                    _("Conversations in {range}: {value}"),
                     range=m.text(previous_range),
                     value=m.text(format_number(before.appeals, lang)),
                 )
@@ -177,11 +177,11 @@ def render_text(report: Report, *, lang: str, html: bool = True, title: str | No
         return "\n".join(lines)
 
     rows: list[tuple[str, int, int]] = [
-        (_("Wrote"), now.contacted_clients, before.contacted_clients),
+        (_("Clients who wrote"), now.contacted_clients, before.contacted_clients),
         (_("New"), now.new_clients, before.new_clients),
         (_("Returning"), now.returning_clients, before.returning_clients),
-        (_("Appeals"), now.appeals, before.appeals),
-        (_("Repeat appeals"), now.repeat_appeals, before.repeat_appeals),
+        (_("Conversations"), now.appeals, before.appeals),
+        (_("Repeat conversations"), now.repeat_appeals, before.repeat_appeals),
     ]
     for label, value, previous in rows:
         lines.append(

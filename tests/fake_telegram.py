@@ -1793,7 +1793,7 @@ class FakeTelegram:
             raise _bad("BOT_COMMANDS_TOO_MUCH")
         if any(not _COMMAND_NAME.fullmatch(c["command"]) for c in cleaned):
             raise _bad("BOT_COMMAND_INVALID")
-        key = (_scope_key(_json_param(call, "scope", "scope")), language)
+        key = (self._command_scope(call), language)
         if cleaned:
             self._commands[key] = cleaned
         else:
@@ -1801,13 +1801,29 @@ class FakeTelegram:
         return True
 
     def _delete_my_commands(self, call: Call) -> bool:
-        key = (_scope_key(_json_param(call, "scope", "scope")), self._language(call))
+        key = (self._command_scope(call), self._language(call))
         self._commands.pop(key, None)
         return True
 
     def _get_my_commands(self, call: Call) -> list[dict[str, str]]:
-        key = (_scope_key(_json_param(call, "scope", "scope")), self._language(call))
+        key = (self._command_scope(call), self._language(call))
         return list(self._commands.get(key, []))
+
+    def _command_scope(self, call: Call) -> str:
+        """The key of a BotCommandScope, refused as Telegram refuses it: an unknown type, a
+        chat scope without its chat, or (strict_chats) a chat the bot has no conversation with."""
+        scope = _json_param(call, "scope", "scope")
+        if scope is None:
+            return _scope_key(None)
+        if not isinstance(scope, dict) or scope.get("type") not in _SCOPE_TYPES:
+            raise _bad("unsupported bot command scope type")
+        if scope["type"] in ("chat", "chat_administrators", "chat_member"):
+            chat_id = scope.get("chat_id")
+            if not isinstance(chat_id, int) or (self.strict_chats and chat_id not in self._chats):
+                raise _bad("chat not found")
+        if scope["type"] == "chat_member" and not isinstance(scope.get("user_id"), int):
+            raise _bad("user not found")
+        return _scope_key(scope)
 
     def _language(self, call: Call) -> str:
         language = call.params.get("language_code", "")
@@ -1910,6 +1926,19 @@ def _int_param(call: Call, name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise _bad(f'field "{name}" must be of type Integer') from None
+
+
+_SCOPE_TYPES = frozenset(
+    {
+        "default",
+        "all_private_chats",
+        "all_group_chats",
+        "all_chat_administrators",
+        "chat",
+        "chat_administrators",
+        "chat_member",
+    }
+)
 
 
 def _scope_key(scope: dict[str, Any] | None) -> str:

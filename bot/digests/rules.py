@@ -1,5 +1,6 @@
 """Digest rules: parse `/digest daily 09:00`; due slots as pure functions of (rule, now)."""
 
+import gettext
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -34,8 +35,24 @@ WEEKDAYS = {
     )
     for name in names
 }
-WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-TIME_RE = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+# Weekly schedules in words; each language has its own form of the weekday ("по понедельникам").
+WEEKLY_AT = (
+    N_("every Monday at {time}"),
+    N_("every Tuesday at {time}"),
+    N_("every Wednesday at {time}"),
+    N_("every Thursday at {time}"),
+    N_("every Friday at {time}"),
+    N_("every Saturday at {time}"),
+    N_("every Sunday at {time}"),
+)
+# What each kind of digest reports on (reports.periods.last_complete_period).
+COVERAGE = {
+    "daily": N_("yesterday's report"),
+    "weekly": N_("last week's report"),
+    "monthly": N_("last month's report"),
+}
+# Digits first, so "25:00" is told that the hour is out of range rather than that the format is.
+TIME_RE = re.compile(r"^(\d{1,2}):(\d{2})$")
 # A slot later than this after its time is not sent any more, only recorded as skipped.
 MAX_LATENESS = timedelta(hours=6)
 UNKNOWN_RULE = N_(
@@ -59,18 +76,55 @@ class DigestRule:
     channel: str | None = None
     app: str | None = None
 
-    def describe(self) -> str:
-        when = f"{self.at:%H:%M}"
+    def schedule(self, translations: gettext.NullTranslations) -> str:
+        """When it is sent, in words: "every day at 09:00", "ежедневно в 09:00"."""
+        _ = translations.gettext
+        at = f"{self.at:%H:%M}"
         if self.kind == "weekly" and self.weekday is not None:
-            when = f"{WEEKDAY_NAMES[self.weekday]} {when}"
-        elif self.kind == "monthly":
-            when = f"{self.day_of_month} {when}"
-        parts = [self.kind, when]
+            return _(WEEKLY_AT[self.weekday]).format(time=at)
+        if self.kind == "monthly" and self.day_of_month is not None:
+            return _("on day {day} of every month at {time}").format(
+                day=self.day_of_month, time=at
+            )
+        return _("every day at {time}").format(time=at)
+
+    def scope(self, translations: gettext.NullTranslations) -> str:
+        """The filter in words ("channel whatsapp, app “Sales”"), empty without one."""
+        _ = translations.gettext
+        parts = []
         if self.channel:
-            parts.append(f"channel={self.channel}")
+            parts.append(_("channel {channel}").format(channel=self.channel))
         if self.app:
-            parts.append(f'app="{self.app}"')
-        return " ".join(parts)
+            parts.append(_("app “{app}”").format(app=self.app))
+        return ", ".join(parts)
+
+    def describe(self, translations: gettext.NullTranslations) -> str:
+        """The schedule and the filter: "every day at 09:00 (channel whatsapp)"."""
+        scope = self.scope(translations)
+        schedule = self.schedule(translations)
+        return f"{schedule} ({scope})" if scope else schedule
+
+    def coverage(self, translations: gettext.NullTranslations) -> str:
+        """What each digest holds: "yesterday's report (channel whatsapp)"."""
+        scope = self.scope(translations)
+        report = translations.gettext(COVERAGE[self.kind])
+        return f"{report} ({scope})" if scope else report
+
+    def same_as(self, other: "DigestRule") -> bool:
+        """The same schedule and the same filter (names compared as filters match them)."""
+        return (self.kind, self.at, self.weekday, self.day_of_month) == (
+            other.kind,
+            other.at,
+            other.weekday,
+            other.day_of_month,
+        ) and (_folded(self.channel), _folded(self.app)) == (
+            _folded(other.channel),
+            _folded(other.app),
+        )
+
+
+def _folded(name: str | None) -> str:
+    return (name or "").casefold()
 
 
 def parse_rule(arguments: str) -> DigestRule:
@@ -106,10 +160,21 @@ def parse_rule(arguments: str) -> DigestRule:
 
 
 def _time(text: str) -> time:
-    match = TIME_RE.match(text)
+    match = TIME_RE.match(text) if text.isascii() else None
     if match is None:
         raise DigestRuleError(N_("Time “{text}” must look like 09:00."), text=echo(text))
-    return time(int(match.group(1)), int(match.group(2)))
+    hour, minute = int(match.group(1)), int(match.group(2))
+    if hour > 23:
+        raise DigestRuleError(
+            N_("Hour {hour} in “{text}” is out of range: use 00 to 23."), hour=hour, text=text
+        )
+    if minute > 59:
+        raise DigestRuleError(
+            N_("Minute {minute} in “{text}” is out of range: use 00 to 59."),
+            minute=minute,
+            text=text,
+        )
+    return time(hour, minute)
 
 
 def local_instant(day: date, at: time, tz: ZoneInfo) -> datetime:

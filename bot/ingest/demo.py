@@ -107,9 +107,9 @@ async def _refuse_unless_empty(connection: AsyncConnection) -> None:
     if any(counts.values()):
         raise DemoRefused(
             N_(
-                "The database already has data ({clients} clients, {appeals} appeals, {apps} "
-                "apps); demo data goes into an empty database only. Run demo --force to delete "
-                "the existing clients, appeals and apps and load the demo data instead."
+                "The database already has data (clients: {clients}, appeals: {appeals}, apps: "
+                "{apps}); demo data goes into an empty database only. Run demo --force to "
+                "delete the existing clients, appeals and apps and load the demo data instead."
             ),
             clients=counts["clients"],
             appeals=counts["appeals"],

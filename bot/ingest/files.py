@@ -44,6 +44,44 @@ _FIELD_SET = frozenset(FIELDS)
 _ID_FIELDS = ("appeal_id", "client_id")
 
 
+class Problem(str):
+    """One problem of a file: "line N: reason" in English (as the HTTP API reports it), and
+    its template and values, so that the CLI can say it in the operator's language."""
+
+    def __new__(
+        cls, line: int, template: str | tuple[str, str], count: int = 1, **values: Any
+    ) -> "Problem":
+        # A pair (N_plural) has a plural form, chosen by count.
+        singular, plural = (template, None) if isinstance(template, str) else template
+        reason = (singular if plural is None or count == 1 else plural).format(
+            count=count, **values
+        )
+        problem = super().__new__(cls, f"line {line}: {reason}")
+        problem.line, problem.template, problem.plural = line, singular, plural
+        problem.number, problem.values = count, values
+        return problem
+
+    line: int
+    template: str
+    plural: str | None
+    # The count that picks the plural form ("count" is str's own method).
+    number: int
+    values: dict[str, Any]
+
+    def localized(self, translations: gettext.NullTranslations) -> str:
+        if self.plural is None:
+            reason = translations.gettext(self.template)
+        else:
+            reason = translations.ngettext(self.template, self.plural, self.number)
+        return translations.gettext("line {line}: {reason}").format(
+            line=self.line, reason=reason.format(count=self.number, **self.values)
+        )
+
+
+def _localized(problem: str, translations: gettext.NullTranslations) -> str:
+    return problem.localized(translations) if isinstance(problem, Problem) else problem
+
+
 class ImportFileError(AppError):
     """The file was not imported; the message is a user-safe multi-line text."""
 
@@ -51,7 +89,7 @@ class ImportFileError(AppError):
 
     def __init__(self, template: str, problems: list[str] | None = None, **values: Any) -> None:
         # Every problem found, each "line N: reason"; empty for file-level errors.
-        self.problems: list[str] = problems or []
+        self.problems: list[str] = list(problems or [])
         super().__init__(template, **values)
 
     @classmethod
@@ -63,11 +101,19 @@ class ImportFileError(AppError):
         return cls(singular, problems, plural=plural, count=len(problems))
 
     def localized(self, translations: gettext.NullTranslations) -> str:
-        heading = super().localized(translations)
         if self.plural is None:
-            return heading
-        # The problems quote the file's own values, so they are listed as they were found.
-        lines = [heading, *self.problems[:MAX_LISTED_PROBLEMS]]
+            # A file-level message may quote the problem that stopped the reading.
+            values = {key: _localized(value, translations) for key, value in self.values.items()}
+            template = translations.gettext(self.template)
+            return template.format(**values) if values else template
+        heading = super().localized(translations)
+        lines = [
+            heading,
+            *(
+                _localized(problem, translations)
+                for problem in self.problems[:MAX_LISTED_PROBLEMS]
+            ),
+        ]
         hidden = len(self.problems) - MAX_LISTED_PROBLEMS
         if hidden > 0:
             lines.append(translations.gettext("... and {count} more").format(count=hidden))
@@ -193,7 +239,9 @@ def _decoded_lines(file: BinaryIO) -> Iterator[str]:
     """Physical lines as text; decoding line by line names the exact line of a bad byte."""
     for number, raw in enumerate(iter(partial(file.readline, MAX_LINE_BYTES), b""), 1):
         if len(raw) == MAX_LINE_BYTES and not raw.endswith(b"\n"):
-            message = f"line {number}: the line is longer than {MAX_LINE_BYTES // 1024} KB"
+            message = Problem(
+                number, N_("the line is longer than {size} KB"), size=MAX_LINE_BYTES // 1024
+            )
             raise ImportFileError(
                 N_("Nothing was imported: {problem}. Is this really a CSV or JSON Lines file?"),
                 [message],
@@ -202,7 +250,7 @@ def _decoded_lines(file: BinaryIO) -> Iterator[str]:
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
-            message = f"line {number}: the text is not UTF-8"
+            message = Problem(number, N_("the text is not UTF-8"))
             raise ImportFileError(
                 N_(
                     "Nothing was imported: the file is not UTF-8 text (first bad byte on line "
@@ -216,22 +264,30 @@ def _decoded_lines(file: BinaryIO) -> Iterator[str]:
         yield line
 
 
-def _csv_problem(exc: csv.Error) -> str:
+def _csv_problem(line: int, exc: csv.Error) -> "Problem":
     """The csv module's complaint in words an operator can act on."""
     if "new-line character seen in unquoted field" in str(exc):
         # A lone CR (classic Mac OS line end) cannot be told from a break inside a value.
-        return (
-            "a lone carriage return (CR) outside quotes: save the file with Windows (CRLF) "
-            "or Unix (LF) line ends"
+        return Problem(
+            line,
+            N_(
+                "a lone carriage return (CR) outside quotes: save the file with Windows (CRLF) "
+                "or Unix (LF) line ends"
+            ),
         )
-    return str(exc)
+    # The csv module's own words, as they are: there is no catalog of them.
+    return Problem(line, "{detail}", detail=str(exc))
+
+
+def _no_header() -> "Problem":
+    return Problem(1, N_("the header row is missing (expected {header})"), header=EXPECTED_HEADER)
 
 
 def _csv_records(lines: Iterator[str], problems: list[str]) -> Iterator[tuple[int, list[Any]]]:
     """(line where the record starts, values in FIELDS order) for each data row of a CSV."""
     first = next(lines, None)
     if first is None or not first.strip():
-        problems.append(f"line 1: the header row is missing (expected {EXPECTED_HEADER})")
+        problems.append(_no_header())
         return
     # The header names are known, so the delimiter is whichever candidate the header uses most;
     # ties (a one-column header) fall back to the comma.
@@ -240,7 +296,7 @@ def _csv_records(lines: Iterator[str], problems: list[str]) -> Iterator[tuple[in
     try:
         written = [name.strip() for name in next(reader)]
     except csv.Error as exc:
-        problems.append(f"line 1: {_csv_problem(exc)}")
+        problems.append(_csv_problem(1, exc))
         return
     # Spreadsheet users retype headers: matching ignores case and surrounding spaces.
     header = [name.lower() for name in written]
@@ -255,7 +311,7 @@ def _csv_records(lines: Iterator[str], problems: list[str]) -> Iterator[tuple[in
         except StopIteration:
             return
         except csv.Error as exc:
-            problems.append(f"line {start}: {_csv_problem(exc)}")
+            problems.append(_csv_problem(start, exc))
             if reader.line_num < start:
                 return
             start = reader.line_num + 1
@@ -267,7 +323,14 @@ def _csv_records(lines: Iterator[str], problems: list[str]) -> Iterator[tuple[in
             # Blank lines and the all-empty rows spreadsheets leave at the end are not data.
             continue
         elif len(record) != width:
-            problems.append(f"line {line}: expected {width} fields, found {len(record)}")
+            problems.append(
+                Problem(
+                    line,
+                    N_("expected {width} fields, found {found}"),
+                    width=width,
+                    found=len(record),
+                )
+            )
         else:
             yield line, [record[position] for position in positions]
 
@@ -275,18 +338,49 @@ def _csv_records(lines: Iterator[str], problems: list[str]) -> Iterator[tuple[in
 def _header_ok(written: list[str], header: list[str], problems: list[str]) -> bool:
     """Report header problems on line 1; False when rows cannot be mapped to fields."""
     if not _FIELD_SET.intersection(header):
-        problems.append(f"line 1: the header row is missing (expected {EXPECTED_HEADER})")
+        problems.append(_no_header())
         return False
     unknown = [name for name, key in zip(written, header, strict=True) if key not in _FIELD_SET]
     missing = [name for name in FIELDS if name not in header]
     repeated = [name for name in FIELDS if header.count(name) > 1]
     if unknown:
         shown = ", ".join(_show(name) for name in unknown)
-        problems.append(f"line 1: unknown column(s) {shown} (expected {EXPECTED_HEADER})")
+        problems.append(
+            Problem(
+                1,
+                N_plural(
+                    "unknown column {names} (expected {header})",
+                    "unknown columns {names} (expected {header})",
+                ),
+                len(unknown),
+                names=shown,
+                header=EXPECTED_HEADER,
+            )
+        )
     if missing:
-        problems.append(f"line 1: missing column(s) {', '.join(missing)}")
+        problems.append(
+            Problem(
+                1,
+                N_plural(
+                    "missing column {names}",
+                    "missing columns {names}",
+                ),
+                len(missing),
+                names=", ".join(missing),
+            )
+        )
     if repeated:
-        problems.append(f"line 1: repeated column(s) {', '.join(repeated)}")
+        problems.append(
+            Problem(
+                1,
+                N_plural(
+                    "repeated column {names}",
+                    "repeated columns {names}",
+                ),
+                len(repeated),
+                names=", ".join(repeated),
+            )
+        )
     return not missing and not repeated
 
 
@@ -299,23 +393,53 @@ def _jsonl_records(lines: Iterator[str], problems: list[str]) -> Iterator[tuple[
             # Without the line break an error at the end of the line gets a useful column.
             data = json.loads(content.rstrip("\r\n"))
         except json.JSONDecodeError as exc:
-            problems.append(f"line {line}: invalid JSON ({exc.msg} at column {exc.colno})")
+            # json's own words name the fault (Expecting ',' delimiter): kept as they are.
+            problems.append(
+                Problem(
+                    line,
+                    N_("invalid JSON ({detail} at column {column})"),
+                    detail=exc.msg,
+                    column=exc.colno,
+                )
+            )
             continue
         except (ValueError, RecursionError):
             # Python refuses integers of thousands of digits and recursion without end.
-            problems.append(f"line {line}: invalid JSON (a number too long or nesting too deep)")
+            problems.append(
+                Problem(line, N_("invalid JSON (a number too long or nesting too deep)"))
+            )
             continue
         if not isinstance(data, dict):
-            problems.append(f"line {line}: expected a JSON object")
+            problems.append(Problem(line, N_("expected a JSON object")))
             continue
         if data.keys() != _FIELD_SET:
             unknown = [key for key in data if key not in _FIELD_SET]
             missing = [name for name in FIELDS if name not in data]
             if unknown:
                 shown = ", ".join(_show(key) for key in unknown)
-                problems.append(f"line {line}: unknown field(s) {shown}")
+                problems.append(
+                    Problem(
+                        line,
+                        N_plural(
+                            "unknown field {names}",
+                            "unknown fields {names}",
+                        ),
+                        len(unknown),
+                        names=shown,
+                    )
+                )
             if missing:
-                problems.append(f"line {line}: missing field(s) {', '.join(missing)}")
+                problems.append(
+                    Problem(
+                        line,
+                        N_plural(
+                            "missing field {names}",
+                            "missing fields {names}",
+                        ),
+                        len(missing),
+                        names=", ".join(missing),
+                    )
+                )
             continue
         values = [data[name] for name in FIELDS]
         typed = True
@@ -327,7 +451,7 @@ def _jsonl_records(lines: Iterator[str], problems: list[str]) -> Iterator[tuple[
             if name in _ID_FIELDS and isinstance(value, int) and not isinstance(value, bool):
                 values[index] = str(value)
                 continue
-            problems.append(f"line {line}: {name} must be a string")
+            problems.append(Problem(line, N_("{field} must be a string"), field=name))
             typed = False
         if typed:
             yield line, values
@@ -349,18 +473,30 @@ def _validate(line: int, values: list[str], problems: list[str]) -> dict[str, An
         ("created_at", stamp),
     ):
         if not value:
-            problems.append(f"line {line}: {name} is empty")
+            problems.append(Problem(line, N_("{field} is empty"), field=name))
             ok = False
         elif len(value) > NAME_MAX:
-            problems.append(f"line {line}: {name} is longer than {NAME_MAX} characters")
+            problems.append(
+                Problem(
+                    line,
+                    N_plural(
+                        "{field} is longer than {count} character",
+                        "{field} is longer than {count} characters",
+                    ),
+                    NAME_MAX,
+                    field=name,
+                )
+            )
             ok = False
         elif "\x00" in value:
             # PostgreSQL text cannot hold NUL; refusing it keeps both backends alike.
-            problems.append(f"line {line}: {name} contains a NUL character")
+            problems.append(Problem(line, N_("{field} contains a NUL character"), field=name))
             ok = False
         elif not _encodable(value):
             # A lone surrogate (JSON "\ud800") is no text: the database driver would fail.
-            problems.append(f"line {line}: {name} contains invalid text (a lone surrogate)")
+            problems.append(
+                Problem(line, N_("{field} contains invalid text (a lone surrogate)"), field=name)
+            )
             ok = False
     moment = _instant(line, stamp, problems) if stamp and len(stamp) <= NAME_MAX else None
     if not ok or moment is None:
@@ -380,23 +516,34 @@ def _instant(line: int, stamp: str, problems: list[str]) -> datetime | None:
     try:
         moment = datetime.fromisoformat(stamp)
     except ValueError:
-        problems.append(f"line {line}: created_at {_show(stamp)} is not an ISO 8601 timestamp")
+        problems.append(
+            Problem(
+                line, N_("created_at {value} is not an ISO 8601 timestamp"), value=_show(stamp)
+            )
+        )
         return None
     if moment.tzinfo is None:
         # A local time without its offset is ambiguous: guessing would shift reports by hours.
         problems.append(
-            f"line {line}: created_at {_show(stamp)} has no UTC offset "
-            "(add Z or an offset such as +03:00)"
+            Problem(
+                line,
+                N_("created_at {value} has no UTC offset (add Z or an offset such as +03:00)"),
+                value=_show(stamp),
+            )
         )
         return None
     try:
         instant = moment.astimezone(UTC)
     except OverflowError:
-        problems.append(f"line {line}: created_at {_show(stamp)} is out of range")
+        problems.append(
+            Problem(line, N_("created_at {value} is out of range"), value=_show(stamp))
+        )
         return None
     if not EARLIEST <= instant < LATEST:
         # A zero, a typo or a placeholder date: no real appeal is dated outside 2000-2099.
-        problems.append(f"line {line}: created_at {_show(stamp)} is outside 2000-2099")
+        problems.append(
+            Problem(line, N_("created_at {value} is outside 2000-2099"), value=_show(stamp))
+        )
         return None
     return instant
 

@@ -45,8 +45,8 @@ async def test_clients_sends_text_then_two_pies_then_the_csv(harness: Direct) ->
     assert harness.names() == ["sendMessage", "sendMediaGroup", "sendDocument"]
     text = harness.texts()[0]
     assert "10 Nov 2026 (Europe/Moscow)" in text
-    assert "Wrote: <b>4</b> · +3 (+300%)" in text
-    assert "New: <b>2</b>" in text and "Repeat appeals: <b>5</b>" in text
+    assert "Clients who wrote: <b>4</b> · +3 (+300%)" in text
+    assert "New: <b>2</b>" in text and "Repeat conversations: <b>5</b>" in text
     assert "Sales &amp; Partners &lt;VIP&gt;" in text and VIP not in text
     message = harness.session.sent("sendMessage")[0]
     buttons = [b.callback_data for row in message.reply_markup.inline_keyboard for b in row]
@@ -80,7 +80,7 @@ async def test_russian_user_gets_russian_text_and_semicolon_csv(harness: Direct)
     await harness.send("/clients вчера channel=whatsapp", language="ru")
     text = harness.texts()[0]
     assert "10 ноября 2026" in text
-    assert "Написали: <b>3</b>" in text
+    assert "Написавшие клиенты: <b>3</b>" in text
     assert "whatsapp" in text
     rows = csv_rows(harness.session.sent("sendDocument")[0])
     assert rows[0][0] == "period_start" and len(rows[0]) == 8
@@ -90,7 +90,7 @@ async def test_bad_period_gets_one_message_with_examples(harness: Direct) -> Non
     await harness.send("/clients 2026-02-30")
     assert harness.names() == ["sendMessage"]
     assert harness.texts() == [
-        'Invalid date "2026-02-30". Try: today, yesterday, week, month, last month, 7d, '
+        'Invalid date “2026-02-30”. Try: today, yesterday, week, month, last month, 7d, '
         "2026-11-05, 2026-11, 2026-11-01..2026-11-15"
     ]
 
@@ -113,7 +113,7 @@ async def test_unknown_channel_lists_the_known_ones(harness: Direct) -> None:
 async def test_empty_period_sends_text_and_csv_but_no_charts(harness: Direct) -> None:
     await harness.send("/clients 2026-11-05")
     assert harness.names() == ["sendMessage", "sendDocument"]
-    assert "No appeals in this period." in harness.texts()[0]
+    assert "No conversations in this period." in harness.texts()[0]
 
 
 async def test_stranger_gets_their_id_and_nothing_else(harness: Direct) -> None:
@@ -130,7 +130,7 @@ async def test_button_press_answers_and_reruns_with_the_filter(harness: Direct) 
         "sendMediaGroup",
         "sendDocument",
     ]
-    assert "Wrote: <b>2</b>" in harness.texts()[0]
+    assert "Clients who wrote: <b>2</b>" in harness.texts()[0]
 
 
 async def test_forged_button_gets_an_alert(harness: Direct) -> None:
@@ -154,8 +154,9 @@ async def test_lang_switches_replies_to_russian(harness: Direct) -> None:
 async def test_help_in_english_defines_every_metric(harness: Direct) -> None:
     await harness.send("/help")
     (text,) = harness.texts()
-    for name in ("All clients", "Wrote", "New", "Returning", "Appeals", "Repeat appeals"):
-        assert f"{name}:" in text
+    names = ("Clients who wrote", "New", "Returning", "Conversations", "Repeat conversations")
+    for name in ("All clients", *names):
+        assert f"\n{name}:" in text
 
 
 async def test_channels_lists_apps_with_all_time_clients(harness: Direct) -> None:
@@ -189,21 +190,73 @@ async def test_digest_is_added_listed_and_removed(harness: Direct) -> None:
     await harness.send("/digest")
     added, added_weekly, listing, removed, after = harness.texts()
     # Now is 2026-11-11 12:00 in Moscow: the next 09:00 is tomorrow.
-    assert added == "Digest added: daily 09:00. Next: 12 Nov, 09:00 (Europe/Moscow)."
+    assert added == (
+        "Digest added: yesterday's report, every day at 09:00 Europe/Moscow, first on 12 Nov."
+    )
     assert added_weekly == (
-        'Digest added: weekly mon 08:30 app="Sales &amp; Partners &lt;VIP&gt;". '
-        "Next: 16 Nov, 08:30 (Europe/Moscow)."
+        "Digest added: last week's report (app “Sales &amp; Partners &lt;VIP&gt;”), "
+        "every Monday at 08:30 Europe/Moscow, first on 16 Nov."
     )
     assert listing == "\n".join(
         [
             "<b>Digests of this chat</b> (Europe/Moscow)",
-            "1. daily 09:00 — next: 12 Nov, 09:00",
-            '2. weekly mon 08:30 app="Sales &amp; Partners &lt;VIP&gt;" — next: 16 Nov, 08:30',
+            "1. every day at 09:00 — next: 12 Nov, 09:00",
+            "2. every Monday at 08:30 (app “Sales &amp; Partners &lt;VIP&gt;”) — next: 16 Nov, "
+            "08:30",
             "Remove one with /digest off N, or all with /digest off all.",
         ]
     )
     assert removed == "Digests removed: 1."
-    assert after.splitlines()[1].startswith("1. weekly mon 08:30")
+    assert after.splitlines()[1].startswith("1. every Monday at 08:30")
+
+
+async def test_a_digest_confirmation_and_listing_are_in_russian_words(harness: Direct) -> None:
+    await harness.send("/digest daily 09:00", language="ru")
+    await harness.send("/digest weekly mon 09:00 channel=whatsapp", language="ru")
+    await harness.send("/digest monthly 1 09:00", language="ru")
+    await harness.send("/digest", language="ru")
+    daily, weekly, monthly, listing = harness.texts()
+    assert daily == (
+        "Сводка добавлена: отчёт за вчера, ежедневно в 09:00 (Europe/Moscow), первая — 12 ноября."
+    )
+    assert weekly == (
+        "Сводка добавлена: отчёт за прошлую неделю (канал whatsapp), еженедельно по "
+        "понедельникам в 09:00 (Europe/Moscow), первая — 16 ноября."
+    )
+    assert monthly == (
+        "Сводка добавлена: отчёт за прошлый месяц, ежемесячно 1-го числа в 09:00 "
+        "(Europe/Moscow), первая — 1 декабря."
+    )
+    assert listing.splitlines()[1:4] == [
+        "1. ежедневно в 09:00 — следующая: 12 ноября, 09:00",
+        "2. еженедельно по понедельникам в 09:00 (канал whatsapp) — следующая: 16 ноября, 09:00",
+        "3. ежемесячно 1-го числа в 09:00 — следующая: 1 декабря, 09:00",
+    ]
+
+
+async def test_the_same_digest_twice_is_refused_naming_the_one_there(harness: Direct) -> None:
+    await harness.send("/digest daily 09:00")
+    await harness.send("/digest weekly mon 09:00 channel=whatsapp")
+    await harness.send("/digest weekly mon 09:00 channel=WhatsApp")
+    await harness.send("/digest еженедельно пн 09:00 channel=whatsapp", language="ru")
+    # Another filter or another time is another digest.
+    await harness.send("/digest weekly mon 09:00")
+    await harness.send("/digest")
+    texts = harness.texts()
+    assert texts[2] == (
+        "This chat already has that digest: 2. every Monday at 09:00 (channel whatsapp). "
+        "To change it, remove it first with /digest off 2."
+    )
+    assert texts[3] == (
+        "В этом чате уже есть такая сводка: 2. еженедельно по понедельникам в 09:00 "
+        "(канал whatsapp). Чтобы изменить её, сначала удалите её: /digest off 2."
+    )
+    assert texts[4].startswith("Digest added: last week's report, every Monday at 09:00")
+    assert [line.split(" — ")[0] for line in texts[5].splitlines()[1:4]] == [
+        "1. every day at 09:00",
+        "2. every Monday at 09:00 (channel whatsapp)",
+        "3. every Monday at 09:00",
+    ]
 
 
 async def test_bad_digests_are_explained_and_nothing_is_stored(harness: Direct) -> None:
@@ -214,7 +267,7 @@ async def test_bad_digests_are_explained_and_nothing_is_stored(harness: Direct) 
     await harness.send("/digest")
     texts = harness.texts()
     assert texts[0].startswith("Unknown digest “hourly 09:00”. Try: /digest daily 09:00")
-    assert texts[1] == "Time “25:00” must look like 09:00."
+    assert texts[1] == "Hour 25 in “25:00” is out of range: use 00 to 23."
     assert texts[2].startswith("Unknown channel “fax”. Known channels:")
     assert texts[3] == "Usage: /digest off N (a number from /digest) or /digest off all."
     assert texts[4].startswith("No digests in this chat.")
@@ -228,7 +281,9 @@ async def test_timezone_changes_the_local_time_of_digests_and_reports(harness: D
     zone_set, bad_zone, added, report = harness.texts()
     assert zone_set == "Timezone: Asia/Yekaterinburg. Local time: 11 Nov, 14:00."
     assert bad_zone == "Unknown timezone “Mars/Base”. Try Europe/Moscow or Asia/Yekaterinburg."
-    assert added == "Digest added: daily 09:00. Next: 12 Nov, 09:00 (Asia/Yekaterinburg)."
+    assert added == (
+        "Digest added: yesterday's report, every day at 09:00 Asia/Yekaterinburg, first on 12 Nov."
+    )
     # Yekaterinburg is two hours ahead of Moscow: "yesterday" there starts at 22:00 Moscow
     # time, so the first hours of the hand-counted day fall outside it.
     assert "10 Nov 2026 (Asia/Yekaterinburg)" in report
@@ -245,7 +300,7 @@ async def test_leads_get_reports_but_cannot_manage_digests(
     await harness.send("/clients yesterday", user_id=lead)
     texts = harness.texts()
     assert texts[0] == "Only admins can do that."
-    assert "Wrote: <b>4</b>" in texts[1]
+    assert "Clients who wrote: <b>4</b>" in texts[1]
 
 
 @pytest.mark.parametrize(
@@ -279,6 +334,107 @@ async def test_a_change_is_confirmed_only_after_its_commit_succeeded(
         "No digests in this chat. Add one: /digest daily 09:00, /digest weekly mon 09:00 "
         "or /digest monthly 1 09:00.",
     ]
+
+
+ADMIN_HELP = [
+    "<b>Admin commands</b>",
+    "/digest daily 09:00, /digest weekly mon 09:00, /digest monthly 1 09:00 "
+    '[channel=NAME] [app="NAME"]: a scheduled report to this chat',
+    "/digest: this chat's digests; /digest off N, /digest off all, /digest resume N",
+    "/timezone [Europe/Moscow]: this chat's timezone",
+    "/grant USER_ID, /revoke USER_ID (or as a reply to their message): the lead role",
+    "/users: people and their roles",
+    "/enable, /disable: let a group use the bot, or stop it there",
+    "/sources: each desk source with its newest event, events today and refusals",
+    "",
+    "<b>Periods</b> (default: week)",
+]
+
+
+async def make_lead(engine: AsyncEngine, user_id: int) -> None:
+    async with session_factory(engine)() as session:
+        await grant_lead(session, user_id, granted_by=ADMIN, name=None)
+        await session.commit()
+
+
+async def test_help_lists_the_admin_commands_with_their_syntax_to_admins_only(
+    harness: Direct, hand_counted: AsyncEngine
+) -> None:
+    await make_lead(hand_counted, 500)
+    await harness.send("/help")
+    await harness.send("/start")
+    await harness.send("/help", user_id=500)
+    await harness.send("/start", user_id=500)
+    await harness.send("/help", user_id=STRANGER)
+    admin_help, admin_start, lead_help, lead_start, stranger_help = harness.texts()
+    lines = admin_help.split("\n")
+    # After the commands everyone with a role has, before the period grammar.
+    assert lines[0] == "<b>Commands</b>"
+    assert lines[lines.index(ADMIN_HELP[0]) :][: len(ADMIN_HELP)] == ADMIN_HELP
+    assert admin_start.split("\n\n", 1)[1] == admin_help
+    for text in (lead_help, lead_start, stranger_help):
+        assert "Admin commands" not in text and "/grant" not in text
+    assert lead_help.startswith("<b>Commands</b>\n/clients [period]")
+    assert lead_start.endswith(lead_help)
+    assert "<b>Periods</b> (default: week)" in lead_help
+
+
+async def test_help_for_an_admin_in_russian(harness: Direct) -> None:
+    await harness.send("/help", language="ru")
+    (text,) = harness.texts()
+    lines = text.split("\n")
+    assert lines[0] == "<b>Команды</b>"
+    assert lines[lines.index("<b>Команды администратора</b>") :][:4] == [
+        "<b>Команды администратора</b>",
+        "/digest daily 09:00, /digest weekly mon 09:00, /digest monthly 1 09:00 "
+        '[channel=КАНАЛ] [app="ПРИЛОЖЕНИЕ"]: отчёт в этот чат по расписанию',
+        "/digest: сводки этого чата; /digest off N, /digest off all, /digest resume N",
+        "/timezone [Europe/Moscow]: часовой пояс этого чата",
+    ]
+
+
+async def test_plain_text_gets_a_one_line_hint_in_private_chats_only(
+    harness: Direct, hand_counted: AsyncEngine
+) -> None:
+    await make_lead(hand_counted, 500)
+    await harness.send("how many clients this week?")
+    await harness.send("сколько клиентов?", language="ru")
+    await harness.send("hello", user_id=500)
+    # Someone without a role, and chatter in a group, get no answer.
+    await harness.send("hello", user_id=STRANGER)
+    await harness.send("hello", chat_id=GROUP)
+    assert harness.texts() == [
+        "I answer commands: try /clients week, or /help for all of them.",
+        "Я отвечаю на команды: попробуйте /clients неделя или /help — там все команды.",
+        "I answer commands: try /clients week, or /help for all of them.",
+    ]
+
+
+async def test_a_strangers_start_gets_the_refusal_once_an_hour(harness: Direct) -> None:
+    await harness.send("/start", user_id=STRANGER)
+    await harness.send("/start", user_id=STRANGER)
+    assert harness.texts() == [
+        "Sorry, this bot shows client data only to people an admin allowed. Your Telegram id "
+        f"is <code>{STRANGER}</code>: send it to an admin."
+    ]
+
+
+@pytest.mark.parametrize(
+    ("language", "expected"),
+    [
+        ("en", 'A name with spaces goes in quotes: app="R&amp;D &lt;beta&gt; &amp; тест"'),
+        (
+            "ru",
+            'Имя с пробелами или знаками пишется в кавычках: app="R&amp;D &lt;beta&gt; '
+            '&amp; тест"',
+        ),
+    ],
+)
+async def test_an_unquoted_app_name_is_told_to_be_quoted_not_blamed_on_the_period(
+    harness: Direct, language: str, expected: str
+) -> None:
+    await harness.send("/clients week app=R&D <beta> & тест", language=language)
+    assert harness.texts() == [expected]
 
 
 async def test_a_report_whose_buttons_cannot_be_stored_goes_without_by_hour(

@@ -44,7 +44,7 @@ async def test_commands_survive_the_server_dropping_every_connection(
         await harness.send("/clients yesterday")
 
         first, second = (t for t in harness.texts() if t.startswith("<b>Clients report"))
-        assert "Wrote: <b>4</b>" in first
+        assert "Clients who wrote: <b>4</b>" in first
         assert second == first
         assert not [t for t in harness.texts() if "Temporary problem" in t]
         await dispatcher.emit_shutdown()
@@ -92,7 +92,7 @@ async def test_a_connection_ended_during_a_report_is_retried_once_on_a_fresh_one
 
         assert killer.killed == 1
         (report,) = (t for t in harness.texts() if t.startswith("<b>Clients report"))
-        assert "Wrote: <b>4</b>" in report
+        assert "Clients who wrote: <b>4</b>" in report
         assert not [t for t in harness.texts() if "Incident" in t or "Temporary" in t]
         await dispatcher.emit_shutdown()
     finally:

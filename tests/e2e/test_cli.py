@@ -59,7 +59,7 @@ def test_import_then_report_prints_the_summary_and_writes_three_files(tmp_path: 
     report = run_bot("report", "2026-11-10", "--out", str(out), tmp_path=tmp_path)
     assert report.returncode == 0, report.stderr
     # Plain text for a terminal: names as they are, no tags.
-    assert "Wrote: 2" in report.stdout
+    assert "Clients who wrote: 2" in report.stdout
     assert "<b>" not in report.stdout and "&amp;" not in report.stdout
     assert ",Sales & Partners <VIP>," in (out / "clients.csv").read_text("utf-8-sig")
     assert sorted(p.name for p in out.iterdir()) == [
@@ -87,14 +87,21 @@ def test_import_then_report_prints_the_summary_and_writes_three_files(tmp_path: 
 @pytest.mark.parametrize(
     ("args", "env", "expected"),
     [
-        (["report", "2026-02-30"], {}, 'error: Invalid date "2026-02-30". Try: '),
+        (["report", "2026-02-30"], {}, 'error: Invalid date “2026-02-30”. Try: '),
         (["report", "week", "--channel", "fax"], {}, "error: Unknown channel “fax”."),
         (["report", "week", "--tz", "Mars/Base"], {}, "error: unknown timezone 'Mars/Base'"),
         (["import", "missing.csv"], {}, "error: no such file: missing.csv"),
         (["report", "week"], {"TIMEZONE": "Mars/Base"}, "error: bad setting: TIMEZONE:"),
         (["report", "week"], {"ADMIN_IDS": "12,abc"}, "error: bad setting: ADMIN_IDS:"),
+        # Checked at start, not at the first bare /clients.
+        (
+            ["report", "week"],
+            {"DEFAULT_PERIOD": "blah"},
+            'error: bad setting: DEFAULT_PERIOD: Unknown period “blah”. Try: today,',
+        ),
+        (["demo"], {"DEFAULT_PERIOD": "2099-01"}, "error: bad setting: DEFAULT_PERIOD: Period"),
         # Year 1 in a zone east of UTC: its first instant does not exist in UTC.
-        (["report", "0001-02"], {}, 'error: Period "0001-02" is out of range.'),
+        (["report", "0001-02"], {}, 'error: Period “0001-02” is out of range.'),
         (["report", "week", "--out", "/proc/nope"], {}, "error: cannot write the report files"),
         # The database file the run itself created: an existing file, not a folder.
         (["report", "week", "--out", "cli.db"], {}, "error: cannot write the report files"),
@@ -126,7 +133,7 @@ def test_a_file_with_a_bad_row_is_refused_with_its_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     report = run_bot("report", "2026-11-10", tmp_path=tmp_path)
     # Nothing of the file was applied, not even its good first row.
-    assert "All clients: 0\nNo appeals in this period." in report.stdout
+    assert "All clients: 0\nNo conversations in this period." in report.stdout
 
 
 def test_running_without_a_token_explains_how_to_get_one(tmp_path: Path) -> None:
@@ -149,3 +156,47 @@ def test_demo_loads_once_and_refuses_a_second_time_without_force(tmp_path: Path)
     assert "--force" in second.stderr
     forced = run_bot("demo", "--force", tmp_path=tmp_path)
     assert forced.returncode == 0
+
+
+def test_russian_output_of_the_command_line(tmp_path: Path) -> None:
+    """LANGUAGE=ru: every line the CLI prints, results and errors, is Russian, plurals right."""
+    source = write_appeals(tmp_path / "appeals.csv", ["a1,c1,whatsapp,Sales,2026-11-10T10:00:00Z"])
+    imported = run_bot("import", str(source), tmp_path=tmp_path, LANGUAGE="ru")
+    assert imported.stdout == "импортирован appeals.csv: 1 строка, 1 новая, 0 повторов\n"
+    again = run_bot("import", str(source), tmp_path=tmp_path, LANGUAGE="ru")
+    assert again.stdout == "импортирован appeals.csv: 1 строка, 0 новых, 1 повтор\n"
+
+    out = tmp_path / "out"
+    report = run_bot("report", "2026-11-10", "--out", str(out), tmp_path=tmp_path, LANGUAGE="ru")
+    assert report.returncode == 0, report.stderr
+    assert "\nНаписавшие клиенты: 1 · +1 (нет более ранних данных)\n" in report.stdout
+    assert report.stdout.splitlines()[-1].startswith(f"записаны файлы: {out / 'channels.png'}, ")
+
+    (tmp_path / "exports").mkdir()
+    cases = [
+        (["import", "exports"], "ошибка: exports — это папка: укажите один файл .csv или .jsonl"),
+        (["import", "missing.csv"], "ошибка: нет такого файла: missing.csv"),
+        (
+            ["report", "week", "--out", "cli.db"],
+            "ошибка: не удалось записать файлы отчёта в cli.db: ",
+        ),
+    ]
+    for args, expected in cases:
+        result = run_bot(*args, tmp_path=tmp_path, LANGUAGE="ru")
+        assert result.returncode == 1
+        assert result.stderr.startswith(expected), result.stderr
+        assert len(result.stderr.splitlines()) == 1
+
+
+def test_a_refused_file_lists_its_problems_in_russian(tmp_path: Path) -> None:
+    source = write_appeals(
+        tmp_path / "bad.csv",
+        ["a1,c1,vk,Main,2026-11-10T10:00:00+03:00", "a2,c2,vk,Main,2026-11-10T10:00:00"],
+    )
+    result = run_bot("import", str(source), tmp_path=tmp_path, LANGUAGE="ru")
+    assert result.returncode == 1
+    assert result.stderr == (
+        "Ничего не импортировано: в файле 1 ошибка.\n"
+        "строка 3: у created_at '2026-11-10T10:00:00' нет смещения от UTC (добавьте Z или "
+        "смещение, например +03:00)\n"
+    )

@@ -5,11 +5,17 @@ import logging
 from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.app import CommandMenu, build_bot
+from bot.app import CommandMenu, build_application, build_bot
 from bot.config import load_settings
+from bot.telegram.commands import command_menu
 from tests.fake_telegram import FakeTelegram
+from tests.support.polling import polling
 from tests.support.process import ADMIN, TOKEN, bot_env, bot_process, stop
+from tests.support.settings import NOW, make_settings
+
+LEAD = 500
 
 
 @pytest.mark.parametrize(
@@ -90,3 +96,45 @@ async def test_a_menu_that_waits_too_long_at_start_is_left_to_the_background() -
             assert menu._retry.cancelled()
         finally:
             await bot.session.close()
+
+
+async def test_grant_and_revoke_change_the_menu_of_the_persons_own_chat(
+    sqlite_engine: AsyncEngine,
+) -> None:
+    lead_chat = {"type": "chat", "chat_id": LEAD}
+    async with FakeTelegram(token=TOKEN, strict_chats=True) as tg:
+        tg.add_chat(ADMIN, "private")
+        settings = make_settings(sqlite_engine, token=TOKEN, api_url=tg.base_url)
+        app = build_application(settings, sqlite_engine, clock=lambda: NOW)
+        async with polling(tg, app.bot, app.dispatcher) as live:
+            # Someone who never wrote to the bot has no chat to give a menu to: the grant
+            # still works, and says so as usual.
+            await live.settle(live.command(f"/grant {LEAD}"))
+            assert (
+                tg.sent_messages(ADMIN)[-1]["text"]
+                == f"{LEAD} is now a lead: they can see reports."
+            )
+            assert tg.commands(lead_chat, "en") == []
+
+            tg.add_chat(LEAD, "private")
+            await live.settle(live.command(f"/grant {LEAD}"))
+            for language in ("ru", "en"):
+                assert tg.commands(lead_chat, language) == [
+                    {"command": c.command, "description": c.description}
+                    for c in command_menu(language, "lead")
+                ]
+            assert [c["command"] for c in tg.commands(lead_chat)] == [
+                "clients",
+                "channels",
+                "help",
+                "lang",
+            ]
+
+            await live.settle(live.command(f"/revoke {LEAD}"))
+            assert tg.sent_messages(ADMIN)[-1]["text"] == f"{LEAD} is no longer a lead."
+            # Back to the default menu, the one of people without a role.
+            for language in ("ru", "en", ""):
+                assert tg.commands(lead_chat, language) == []
+            assert [c["command"] for c in tg.commands()] == ["help", "lang"]
+            # The one refusal: the menu of the chat that did not exist yet.
+            assert [call.method for call in tg.errors()] == ["setMyCommands"]

@@ -65,7 +65,9 @@ async def test_disable_pauses_the_group_s_digests_and_resume_restarts_them(
     async with running_application(hand_counted, clock=clock) as (live, app):
         assert await one_reply(live, "/enable", chat_id=GROUP) == ENABLED
         added = await one_reply(live, "/digest daily 09:00", chat_id=GROUP)
-        assert added.startswith("Digest added: daily 09:00.")
+        assert added == (
+            "Digest added: yesterday's report, every day at 09:00 Europe/Moscow, first on 12 Nov."
+        )
 
         assert await one_reply(live, "/disable", chat_id=GROUP) == DISABLED_ONE_PAUSED
 
@@ -80,19 +82,19 @@ async def test_disable_pauses_the_group_s_digests_and_resume_restarts_them(
         assert await one_reply(live, "/enable", chat_id=GROUP) == ENABLED
         listing = await one_reply(live, "/digest", chat_id=GROUP)
         assert (
-            "1. daily 09:00 — paused: the group was disabled. Resume with /digest resume 1."
+            "1. every day at 09:00 — paused: the group was disabled. Resume with /digest resume 1."
             in listing
         )
         assert await one_reply(live, "/digest resume 99", chat_id=GROUP) == RESUME_USAGE
         assert await one_reply(live, "/digest resume", chat_id=GROUP) == RESUME_USAGE
         assert await one_reply(live, "/digest resume 1", chat_id=GROUP) == (
-            "Digest 1 resumed: daily 09:00. Next: 13 Nov, 09:00 (Europe/Moscow)."
+            "Digest 1 resumed: every day at 09:00. Next: 13 Nov, 09:00 (Europe/Moscow)."
         )
         assert await one_reply(live, "/digest resume 1", chat_id=GROUP) == (
             "Digest 1 is not paused."
         )
         listing = await one_reply(live, "/digest", chat_id=GROUP)
-        assert "1. daily 09:00 — next: 13 Nov, 09:00" in listing
+        assert "1. every day at 09:00 — next: 13 Nov, 09:00" in listing
 
         # Resumed: the next slot is delivered (a slot missed while paused is not owed).
         before = len(live.delivered(GROUP))
@@ -133,7 +135,9 @@ async def test_after_a_westward_timezone_change_the_listing_and_the_runner_agree
     async with running_application(hand_counted, clock=clock) as (live, app):
         await one_reply(live, "/timezone Asia/Kathmandu")  # UTC+05:45
         added = await one_reply(live, "/digest daily 15:24")
-        assert added == "Digest added: daily 15:24. Next: 11 Nov, 15:24 (Asia/Kathmandu)."
+        assert added == (
+            "Digest added: yesterday's report, every day at 15:24 Asia/Kathmandu, first on 11 Nov."
+        )
 
         clock.now = datetime(2026, 11, 11, 9, 39, 30, tzinfo=UTC)  # 15:24 in Kathmandu
         assert (await app.digests.run()).sent == 1
@@ -145,7 +149,7 @@ async def test_after_a_westward_timezone_change_the_listing_and_the_runner_agree
         zone = await one_reply(live, "/timezone Asia/Kolkata")
         assert zone == "Timezone: Asia/Kolkata. Local time: 11 Nov, 15:15."
         listing = await one_reply(live, "/digest")
-        assert "1. daily 15:24 — next: 12 Nov, 15:24" in listing
+        assert "1. every day at 15:24 — next: 12 Nov, 15:24" in listing
         tomorrow = datetime(2026, 11, 12, 9, 54, tzinfo=UTC)
         assert list(app.digest_clock.next_runs().values()) == [tomorrow]
 

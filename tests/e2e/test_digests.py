@@ -151,7 +151,7 @@ async def test_due_digest_is_sent_once_with_title_numbers_pies_and_csv(
     (text,) = ok_calls(tg, "sendMessage", 1001)
     assert text.params["text"].startswith("<b>Daily digest</b>")
     assert "10 Nov 2026 (Europe/Moscow)" in text.params["text"]
-    assert "Wrote: <b>4</b>" in text.params["text"]
+    assert "Clients who wrote: <b>4</b>" in text.params["text"]
     assert "delayed" not in text.params["text"]
     # The same buttons as under a command, "By hour" naming the digest's own period.
     keyboard = json.loads(text.params["reply_markup"])["inline_keyboard"]
@@ -382,7 +382,7 @@ async def test_slot_missed_by_one_hour_is_sent_with_a_delayed_note(
     assert summary.sent == 1
     (text,) = ok_calls(tg, "sendMessage", 1001)
     assert text.params["text"].startswith("<b>Daily digest (delayed: due at 09:00)</b>")
-    assert "Wrote: <b>4</b>" in text.params["text"]
+    assert "Clients who wrote: <b>4</b>" in text.params["text"]
 
 
 async def test_slot_missed_by_a_day_is_skipped_and_todays_is_sent(

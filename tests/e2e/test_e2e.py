@@ -25,8 +25,10 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import bot.telegram.delivery
-from bot.app import build_application, command_menu
+from bot.app import build_application
 from bot.ingest.demo import load_demo
+from bot.storage.people import Role
+from bot.telegram.commands import command_menu
 from reports.csv_export import HEADER
 from reports.i18n import format_number
 from reports.metrics import build_report
@@ -225,11 +227,11 @@ async def test_week_on_demo_data_sends_text_pies_and_a_csv_equal_to_the_metrics(
         assert f"All clients: <b>{format_number(report.all_clients, 'en')}</b>\n" in raw
         now = report.current
         for label, value in (
-            ("Wrote", now.contacted_clients),
+            ("Clients who wrote", now.contacted_clients),
             ("New", now.new_clients),
             ("Returning", now.returning_clients),
-            ("Appeals", now.appeals),
-            ("Repeat appeals", now.repeat_appeals),
+            ("Conversations", now.appeals),
+            ("Repeat conversations", now.repeat_appeals),
         ):
             assert f"\n{label}: <b>{format_number(value, 'en')}</b> · " in raw
         assert text_call.result["text"].startswith("Clients report\n")
@@ -280,14 +282,14 @@ async def test_yesterday_on_the_hand_counted_day_gives_exact_numbers(
                 "<b>Clients report</b>",
                 "Period: 10 Nov 2026 (Europe/Moscow)",
                 "Data up to 00:00 (12 hours ago)",
-                "Changes vs <i>9 Nov</i>",
+                "Compared with <i>9 Nov</i>",
                 "",
                 "All clients: <b>5</b>",
-                "Wrote: <b>4</b> · +3 (+300%)",
+                "Clients who wrote: <b>4</b> · +3 (+300%)",
                 "New: <b>2</b> · +1 (+100%)",
                 "Returning: <b>2</b> · +2 (—)",
-                "Appeals: <b>7</b> · +6 (+600%)",
-                "Repeat appeals: <b>5</b> · +5 (—)",
+                "Conversations: <b>7</b> · +6 (+600%)",
+                "Repeat conversations: <b>5</b> · +5 (—)",
                 "",
                 "Clients by channel:",
                 "whatsapp: <b>3</b> · +200%",
@@ -336,7 +338,7 @@ async def test_an_empty_period_sends_the_text_and_the_csv_but_no_pies(
                 "Data up to 00:00 (12 hours ago)",
                 "",
                 "All clients: 5",
-                "No appeals in this period.",
+                "No conversations in this period.",
             ]
         )
         document = document_call.file("document")
@@ -366,7 +368,7 @@ async def test_an_empty_period_sends_the_text_and_the_csv_but_no_pies(
     [
         (
             "/clients 2026-02-30",
-            'Invalid date "2026-02-30". Try: today, yesterday, week, month, last month, 7d, '
+            'Invalid date “2026-02-30”. Try: today, yesterday, week, month, last month, 7d, '
             "2026-11-05, 2026-11, 2026-11-01..2026-11-15",
         ),
         (
@@ -430,7 +432,7 @@ async def test_pressing_yesterday_under_a_report_answers_and_sends_a_new_report(
             "Clients report\nPeriod: 10 Nov 2026 (Europe/Moscow)\n"
             "Data up to 00:00 (12 hours ago)\n"
         )
-        assert "\nWrote: 4 · +3 (+300%)\n" in second["text"]
+        assert "\nClients who wrote: 4 · +3 (+300%)\n" in second["text"]
         # The same re-run buttons; "By hour" stands for the new report's period.
         rows = report_message["reply_markup"]["inline_keyboard"]
         assert second["reply_markup"]["inline_keyboard"][:2] == rows[:2]
@@ -496,27 +498,56 @@ async def test_startup_sets_the_commands_in_every_language_and_calls_get_me_firs
 ) -> None:
     async with running(sqlite_engine) as live:
         # A long poll is now waiting (calls are listed once answered): all that came before it.
-        assert [c.method for c in live.tg.calls()] == ["setMyCommands"] * 3 + ["getMe"]
-        assert [c.params.get("language_code", "") for c in live.tg.calls("setMyCommands")] == [
-            "ru",
-            "en",
-            "",
+        # The default menu, group chats' menu, and the admin's own chat, each in ru, en and
+        # the LANGUAGE setting's menu for everyone else.
+        assert [c.method for c in live.tg.calls()] == ["setMyCommands"] * 9 + ["getMe"]
+        assert [
+            (
+                json.loads(c.params.get("scope", '{"type": "default"}')),
+                c.params.get("language_code", ""),
+            )
+            for c in live.tg.calls("setMyCommands")
+        ] == [
+            (scope, language)
+            for scope in (
+                {"type": "default"},
+                {"type": "all_group_chats"},
+                {"type": "chat", "chat_id": ADMIN},
+            )
+            for language in ("ru", "en", "")
         ]
         assert live.tg.errors() == []
 
-        def listed(language: str) -> list[dict[str, str]]:
+        def listed(language: str, role: Role | None = None) -> list[dict[str, str]]:
             return [
                 {"command": command.command, "description": command.description}
-                for command in command_menu(language)
+                for command in command_menu(language, role)
             ]
 
+        admin_chat = {"type": "chat", "chat_id": ADMIN}
         assert live.tg.commands(language_code="ru") == listed("ru")
         assert live.tg.commands(language_code="en") == listed("en")
         assert live.tg.commands() == listed("en")  # the LANGUAGE setting of make_settings
-        names = ["clients", "channels", "digest", "timezone", "users", "sources", "help", "lang"]
-        assert [c["command"] for c in live.tg.commands()] == names
+        assert [c["command"] for c in live.tg.commands()] == ["help", "lang"]
+        groups = live.tg.commands({"type": "all_group_chats"})
+        assert [c["command"] for c in groups] == ["clients", "channels", "help", "lang"]
+        assert live.tg.commands(admin_chat, "ru") == listed("ru", "admin")
+        assert [c["command"] for c in live.tg.commands(admin_chat)] == [
+            "clients",
+            "channels",
+            "digest",
+            "timezone",
+            "grant",
+            "revoke",
+            "users",
+            "enable",
+            "disable",
+            "sources",
+            "help",
+            "lang",
+        ]
         # The Russian menu really is translated.
-        assert live.tg.commands(language_code="ru")[0]["description"].startswith("Отчёт")
+        assert live.tg.commands(admin_chat, "ru")[0]["description"].startswith("Отчёт")
         assert live.sends() == []
 
 
@@ -536,10 +567,10 @@ async def test_a_russian_user_gets_russian_text_and_a_semicolon_csv_with_bom(
                 "<b>Отчёт по клиентам</b>",
                 "Период: 10 ноября 2026 (Europe/Moscow)",
                 "Данные до 00:00 (12 часов назад)",
-                "Изменения к периоду <i>9 ноября</i>",
+                "Сравнение с <i>9 ноября</i>",
                 "",
                 "Клиенты всего: <b>5</b>",
-                "Написали: <b>4</b> · +3 (+300\u00a0%)",
+                "Написавшие клиенты: <b>4</b> · +3 (+300\u00a0%)",
                 "Новые: <b>2</b> · +1 (+100\u00a0%)",
                 "Вернувшиеся: <b>2</b> · +2 (—)",
                 "Обращения: <b>7</b> · +6 (+600\u00a0%)",

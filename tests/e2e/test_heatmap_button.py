@@ -30,7 +30,7 @@ LONG_ROWS = [
     ("l2", "L", "telegram", LONG_APP, "2026-11-10T09:45:00+03:00"),
     ("l3", "K", "telegram", LONG_APP, "2026-11-04T18:00:00+03:00"),
 ]
-HEATMAP_CAPTION = "Appeals by weekday and hour · 10 Nov 2026 (Europe/Moscow)"
+HEATMAP_CAPTION = "Conversations by weekday and hour · 10 Nov 2026 (Europe/Moscow)"
 
 
 @asynccontextmanager
@@ -142,7 +142,7 @@ async def test_a_long_app_filter_keeps_its_buttons_behind_a_short_key(
         week = text.result
         assert week["text"].startswith("Clients report\nPeriod: 9 Nov, 00:00 → 11 Nov 2026, 12:00")
         # The same filter, the new period's key.
-        assert "\nWrote: 1 · " in week["text"] and LONG_APP in week["text"]
+        assert "\nClients who wrote: 1 · " in week["text"] and LONG_APP in week["text"]
         assert list(buttons(week)) == list(keyboard) and buttons(week) != keyboard
         filter_line = "Filter: app Отдел продаж и…о-Запад» <VIP>"
         period = "9 Nov, 00:00 → 11 Nov 2026, 12:00 (Europe/Moscow)"
@@ -155,7 +155,7 @@ async def test_a_long_app_filter_keeps_its_buttons_behind_a_short_key(
             buttons(week)["By hour"], user_id=ADMIN, chat_id=ADMIN, message_id=week["message_id"]
         )
         assert sent(heat) == ["answerCallbackQuery", "sendPhoto"]
-        caption = f"Appeals by weekday and hour · {period} · {filter_line}"
+        caption = f"Conversations by weekday and hour · {period} · {filter_line}"
         assert heat[-1].result["caption"] == caption
         assert live.tg.errors() == []
 

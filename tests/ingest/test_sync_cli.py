@@ -62,8 +62,8 @@ async def test_sync_reads_the_history_once_and_a_rerun_adds_nothing(tmp_path: Pa
         code, out, _err = await run_cli(tmp_path, "report", "2026-01-01..2026-01-31")
         assert code == 0
         # A sync sees each conversation's start and current status: one appeal each.
-        assert f"\nWrote: {contacts} · +{contacts} " in out
-        assert "\nAppeals: 30 · +30 " in out
+        assert f"\nClients who wrote: {contacts} · +{contacts} " in out
+        assert "\nConversations: 30 · +30 " in out
 
 
 async def test_sync_without_its_settings_says_which_are_needed(tmp_path: Path) -> None:

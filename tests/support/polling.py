@@ -22,7 +22,9 @@ from tests.support.settings import ADMIN
 # Requests that put something into a chat (answerCallbackQuery is shown as a toast, not a message).
 SENDS = frozenset({"sendMessage", "sendPhoto", "sendMediaGroup", "sendDocument"})
 # Requests a bot makes on its own: start-up and polling.
-BACKGROUND = frozenset({"setMyCommands", "getMe", "getUpdates", "deleteWebhook"})
+BACKGROUND = frozenset(
+    {"setMyCommands", "deleteMyCommands", "getMe", "getUpdates", "deleteWebhook"}
+)
 HELP_FIRST_LINE = {"en": "Commands", "ru": "Команды"}
 
 

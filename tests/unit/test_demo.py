@@ -199,8 +199,8 @@ async def test_refuses_even_when_only_an_app_exists(sqlite_engine: AsyncEngine) 
     with pytest.raises(DemoRefused) as caught:
         await load_demo(sqlite_engine, now=NOW)
     assert str(caught.value) == (
-        "The database already has data (0 clients, 0 appeals, 1 apps); demo data goes into an "
-        "empty database only. Run demo --force to delete the existing clients, appeals and "
+        "The database already has data (clients: 0, appeals: 0, apps: 1); demo data goes into "
+        "an empty database only. Run demo --force to delete the existing clients, appeals and "
         "apps and load the demo data instead."
     )
     assert await table_counts(sqlite_engine) == (1, 0, 0)

@@ -15,6 +15,7 @@ from bot.digests.rules import (
     parse_rule,
 )
 from reports.errors import ReportError
+from reports.i18n import translator
 from reports.periods import last_complete_period
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -50,12 +51,20 @@ def test_parse_rule(text: str, rule: DigestRule) -> None:
         ("", "Unknown digest “”."),
         ("hourly 09:00", "Unknown digest “hourly 09:00”."),
         ("daily", "Unknown digest “daily”."),
-        ("daily 24:00", "Time “24:00” must look like 09:00."),
+        ("daily 24:00", "Hour 24 in “24:00” is out of range: use 00 to 23."),
+        ("daily 25:00", "Hour 25 in “25:00” is out of range: use 00 to 23."),
+        ("daily 09:60", "Minute 60 in “09:60” is out of range: use 00 to 59."),
+        ("daily 9:5", "Time “9:5” must look like 09:00."),
+        ("daily ２５:００", "Time “２５:００” must look like 09:00."),
         ("daily 9am", "Time “9am” must look like 09:00."),
         ("weekly funday 09:00", "Unknown weekday “funday”: use mon..sun."),
         ("monthly 32 09:00", "Day of month “32” must be 1..31."),
         ("monthly 0 09:00", "Day of month “0” must be 1..31."),
         ("daily 09:00 channel=a channel=b", "channel= is given twice."),
+        (
+            "daily 09:00 app=R&D <beta>",
+            'A name with spaces goes in quotes: app="R&D <beta>"',
+        ),
     ],
 )
 def test_bad_rules_are_explained(text: str, message: str) -> None:
@@ -158,3 +167,57 @@ def test_the_next_owed_slot_skips_a_period_already_delivered(
 ) -> None:
     since = utc(2026, 11, 1)
     assert next_owed_slot(DAILY_1524, zone, now, since=since, recorded=recorded) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "english", "russian"),
+    [
+        ("daily 09:00", "every day at 09:00", "ежедневно в 09:00"),
+        (
+            "weekly mon 09:00",
+            "every Monday at 09:00",
+            "еженедельно по понедельникам в 09:00",
+        ),
+        ("weekly ср 18:30", "every Wednesday at 18:30", "еженедельно по средам в 18:30"),
+        ("weekly sun 07:05", "every Sunday at 07:05", "еженедельно по воскресеньям в 07:05"),
+        ("monthly 1 09:00", "on day 1 of every month at 09:00", "ежемесячно 1-го числа в 09:00"),
+        (
+            'daily 09:00 channel=whatsapp app="Sales & Partners"',
+            "every day at 09:00 (channel whatsapp, app “Sales & Partners”)",
+            "ежедневно в 09:00 (канал whatsapp, приложение «Sales & Partners»)",
+        ),
+    ],
+)
+def test_a_rule_is_described_in_words_of_each_language(
+    text: str, english: str, russian: str
+) -> None:
+    rule = parse_rule(text)
+    assert rule.describe(translator("en")) == english
+    assert rule.describe(translator("ru")) == russian
+
+
+@pytest.mark.parametrize(
+    ("text", "english", "russian"),
+    [
+        ("daily 09:00", "yesterday's report", "отчёт за вчера"),
+        ("weekly mon 09:00", "last week's report", "отчёт за прошлую неделю"),
+        (
+            "monthly 1 09:00 channel=vk",
+            "last month's report (channel vk)",
+            "отчёт за прошлый месяц (канал vk)",
+        ),
+    ],
+)
+def test_a_rule_says_what_its_digest_covers(text: str, english: str, russian: str) -> None:
+    rule = parse_rule(text)
+    assert rule.coverage(translator("en")) == english
+    assert rule.coverage(translator("ru")) == russian
+
+
+def test_the_same_rule_is_the_same_schedule_and_filter_whatever_the_case() -> None:
+    rule = parse_rule('daily 09:00 channel=WhatsApp app="Sales"')
+    assert rule.same_as(parse_rule('ежедневно 09:00 channel=whatsapp app="sales"'))
+    assert not rule.same_as(parse_rule('daily 09:01 channel=whatsapp app="Sales"'))
+    assert not rule.same_as(parse_rule("daily 09:00 channel=whatsapp"))
+    assert not parse_rule("weekly mon 09:00").same_as(parse_rule("weekly tue 09:00"))
+    assert not parse_rule("monthly 1 09:00").same_as(parse_rule("monthly 2 09:00"))

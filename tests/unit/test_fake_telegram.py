@@ -28,6 +28,7 @@ from aiogram.filters import Command
 from aiogram.types import (
     BotCommand,
     BotCommandScopeAllGroupChats,
+    BotCommandScopeChat,
     BufferedInputFile,
     ChatMemberAdministrator,
     ChatMemberMember,
@@ -436,6 +437,23 @@ async def test_commands_are_kept_per_scope_and_language(tg: FakeTelegram, bot: B
     assert await bot.get_my_commands(groups, "ru") == []
     with pytest.raises(TelegramBadRequest, match="invalid language code"):
         await bot.get_my_commands(language_code="rus")
+
+
+async def test_a_chats_own_menu_needs_a_chat_the_bot_knows() -> None:
+    async with FakeTelegram(token=TOKEN, strict_chats=True) as tg:
+        bot = tg.create_bot()
+        try:
+            menu = [BotCommand(command="digest", description="Digests")]
+            with pytest.raises(TelegramBadRequest, match="chat not found"):
+                await bot.set_my_commands(menu, BotCommandScopeChat(chat_id=42), "en")
+            tg.add_chat(42, "private")
+            await bot.set_my_commands(menu, BotCommandScopeChat(chat_id=42), "en")
+            assert tg.commands({"type": "chat", "chat_id": 42}, "en")[0]["command"] == "digest"
+            assert tg.commands(language_code="en") == []
+            assert await bot.delete_my_commands(BotCommandScopeChat(chat_id=42), "en") is True
+            assert tg.commands({"type": "chat", "chat_id": 42}, "en") == []
+        finally:
+            await bot.session.close()
 
 
 async def test_chat_id_must_be_an_integer_or_a_known_username(tg: FakeTelegram, bot: Bot) -> None:

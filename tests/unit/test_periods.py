@@ -406,35 +406,35 @@ def test_invariants(now: datetime, tz: ZoneInfo) -> None:
 BAD = [
     ("", "Empty period"),
     ("   ", "Empty period"),
-    ("xyz", 'Unknown period "xyz"'),
-    ("next week", 'Unknown period "next week"'),
-    ("-7d", 'Unknown period "-7d"'),
-    ("7 days", 'Unknown period "7 days"'),
-    ("2026/11/05", 'Unknown period "2026/11/05"'),
-    ("week\n\nplease", 'Unknown period "week please"'),
-    ("2026-02-30", 'Invalid date "2026-02-30"'),
-    ("30.02.2026", 'Invalid date "30.02.2026"'),
-    ("2025-02-29", 'Invalid date "2025-02-29"'),
-    ("2026-13", 'Invalid date "2026-13"'),
-    ("2026-00", 'Invalid date "2026-00"'),
-    ("0000-01-01", 'Invalid date "0000-01-01"'),
-    ("2026-11-01..2026-02-30", 'Invalid date "2026-11-01..2026-02-30"'),
-    ("2026-11-15..2026-11-01", 'Period "2026-11-15..2026-11-01" ends before it starts'),
-    ("15.11.2026-01.11.2026", 'Period "15.11.2026-01.11.2026" ends before it starts'),
-    ("2026-11-28", 'Period "2026-11-28" starts in the future'),
-    ("28.11.2026", 'Period "28.11.2026" starts in the future'),
-    ("2026-12", 'Period "2026-12" starts in the future'),
-    ("2027-01-01..2027-01-05", 'Period "2027-01-01..2027-01-05" starts in the future'),
-    ("9999-12-31", 'Period "9999-12-31" starts in the future'),
-    ("1900-01-01..2100-01-01", 'Period "1900-01-01..2100-01-01" spans more than 5 years'),
-    ("2021-11-26..2026-11-26", 'Period "2021-11-26..2026-11-26" spans more than 5 years'),
+    ("xyz", 'Unknown period “xyz”'),
+    ("next week", 'Unknown period “next week”'),
+    ("-7d", 'Unknown period “-7d”'),
+    ("7 days", 'Unknown period “7 days”'),
+    ("2026/11/05", 'Unknown period “2026/11/05”'),
+    ("week\n\nplease", 'Unknown period “week please”'),
+    ("2026-02-30", 'Invalid date “2026-02-30”'),
+    ("30.02.2026", 'Invalid date “30.02.2026”'),
+    ("2025-02-29", 'Invalid date “2025-02-29”'),
+    ("2026-13", 'Invalid date “2026-13”'),
+    ("2026-00", 'Invalid date “2026-00”'),
+    ("0000-01-01", 'Invalid date “0000-01-01”'),
+    ("2026-11-01..2026-02-30", 'Invalid date “2026-11-01..2026-02-30”'),
+    ("2026-11-15..2026-11-01", 'Period “2026-11-15..2026-11-01” ends before it starts'),
+    ("15.11.2026-01.11.2026", 'Period “15.11.2026-01.11.2026” ends before it starts'),
+    ("2026-11-28", 'Period “2026-11-28” starts in the future'),
+    ("28.11.2026", 'Period “28.11.2026” starts in the future'),
+    ("2026-12", 'Period “2026-12” starts in the future'),
+    ("2027-01-01..2027-01-05", 'Period “2027-01-01..2027-01-05” starts in the future'),
+    ("9999-12-31", 'Period “9999-12-31” starts in the future'),
+    ("1900-01-01..2100-01-01", 'Period “1900-01-01..2100-01-01” spans more than 5 years'),
+    ("2021-11-26..2026-11-26", 'Period “2021-11-26..2026-11-26” spans more than 5 years'),
     # The span is measured after clipping to now: 2021-11-27 00:00 < now - 5 years.
-    ("2021-11-27..2030-01-01", 'Period "2021-11-27..2030-01-01" spans more than 5 years'),
-    ("0d", 'Day count "0d" must be from 1 to 1830'),
-    ("0д", 'Day count "0д" must be from 1 to 1830'),
-    ("1831d", 'Day count "1831d" must be from 1 to 1830'),
-    ("99999999999999999999d", 'Day count "99999999999999999999d" must be from 1 to 1830'),
-    ("0001-01-01", 'Period "0001-01-01" is out of range'),
+    ("2021-11-27..2030-01-01", 'Period “2021-11-27..2030-01-01” spans more than 5 years'),
+    ("0d", 'Day count “0d” must be from 1 to 1830'),
+    ("0д", 'Day count “0д” must be from 1 to 1830'),
+    ("1831d", 'Day count “1831d” must be from 1 to 1830'),
+    ("99999999999999999999d", 'Day count “99999999999999999999d” must be from 1 to 1830'),
+    ("0001-01-01", 'Period “0001-01-01” is out of range'),
 ]
 
 
@@ -459,23 +459,23 @@ def test_long_input_is_echoed_truncated() -> None:
     with pytest.raises(PeriodError) as caught:
         parse_period("ы" * 4000, now=NOW, tz=MSK)
     message = caught.value.message
-    echoed = message.split('"')[1]
+    echoed = message.split("“")[1].split("”")[0]
     assert len(echoed) <= 50
     assert echoed == "ы" * 49 + "…"
-    assert message == f'Unknown period "{echoed}". Try: {EXAMPLES}'
+    assert message == f'Unknown period “{echoed}”. Try: {EXAMPLES}'
 
 
 def test_long_bad_date_range_is_echoed_truncated() -> None:
     text = "2026-11-15..2026-11-01" + " " * 3000 + "x" * 978
     with pytest.raises(PeriodError) as caught:
         parse_period(text, now=NOW, tz=MSK)
-    assert len(caught.value.message.split('"')[1]) == 50
+    assert len(caught.value.message.split("“")[1].split("”")[0]) == 50
 
 
 def test_control_characters_are_not_echoed() -> None:
     with pytest.raises(PeriodError) as caught:
         parse_period("we\x00ek\x1b[31m", now=NOW, tz=MSK)
-    assert caught.value.message.startswith('Unknown period "we?ek?[31m". Try: ')
+    assert caught.value.message.startswith('Unknown period “we?ek?[31m”. Try: ')
 
 
 def test_naive_now_is_a_programming_error() -> None:

@@ -241,14 +241,14 @@ def test_english_plain_text() -> None:
         [
             "Clients report",
             "Period: 1 Nov, 00:00 → 27 Nov 2026, 14:35 (Europe/Moscow)",
-            "Changes vs 1 Oct, 00:00 → 27 Oct, 14:35",
+            "Compared with 1 Oct, 00:00 → 27 Oct, 14:35",
             "",
             "All clients: 1,234",
-            "Wrote: 120 · +12 (+11.1%)",
+            "Clients who wrote: 120 · +12 (+11.1%)",
             "New: 40 · +40 (—)",
             "Returning: 80 · -28 (-25.9%)",
-            "Appeals: 300 · +50 (+20%)",
-            "Repeat appeals: 150 · ±0 (0%)",
+            "Conversations: 300 · +50 (+20%)",
+            "Repeat conversations: 150 · ±0 (0%)",
             "",
             "Clients by channel:",
             "whatsapp: 80 · -25.9%",
@@ -268,9 +268,9 @@ def test_russian_html_text() -> None:
     lines = text.split("\n")
     assert lines[0] == "<b>Отчёт по клиентам</b>"
     assert lines[1] == "Период: 1 ноября, 00:00 → 27 ноября 2026, 14:35 (Europe/Moscow)"
-    assert lines[2] == "Изменения к периоду <i>1 октября, 00:00 → 27 октября, 14:35</i>"
+    assert lines[2] == "Сравнение с <i>1 октября, 00:00 → 27 октября, 14:35</i>"
     assert "Клиенты всего: <b>1\u00a0234</b>" in lines
-    assert "Написали: <b>120</b> · +12 (+11,1\u00a0%)" in lines
+    assert "Написавшие клиенты: <b>120</b> · +12 (+11,1\u00a0%)" in lines
     assert "Новые: <b>40</b> · +40 (—)" in lines
     assert "Вернувшиеся: <b>80</b> · -28 (-25,9\u00a0%)" in lines
     assert "Обращения: <b>300</b> · +50 (+20\u00a0%)" in lines
@@ -295,7 +295,7 @@ def test_whole_days_and_a_previous_year() -> None:
     )
     lines = render_text(report, lang="ru", html=False).split("\n")
     assert lines[1] == "Период: 1–7 января 2027 (Europe/Moscow)"
-    assert lines[2] == "Изменения к периоду 25–31 декабря 2026"
+    assert lines[2] == "Сравнение с 25–31 декабря 2026"
 
 
 def test_data_is_escaped_in_html_and_literal_in_plain() -> None:
@@ -333,8 +333,8 @@ def test_percent_is_a_dash_when_the_previous_value_is_zero() -> None:
         Metrics(contacted_clients=3, new_clients=3, appeals=4, channel_clients={"vk": 3})
     )
     lines = render_text(report, lang="en", html=False).split("\n")
-    assert "Wrote: 3 · +3 (—)" in lines
-    assert "Repeat appeals: 0 · ±0 (—)" in lines
+    assert "Clients who wrote: 3 · +3 (—)" in lines
+    assert "Repeat conversations: 0 · ±0 (—)" in lines
 
 
 def test_overlap_line_only_when_channel_slices_overlap() -> None:
@@ -356,8 +356,8 @@ def test_empty_period_says_so_and_keeps_all_clients_and_range() -> None:
             "Period: 1 Nov, 00:00 → 27 Nov 2026, 14:35 (Europe/Moscow)",
             "",
             "All clients: 42",
-            "No appeals in this period.",
-            "Appeals in 1 Oct, 00:00 → 27 Oct, 14:35: 5",
+            "No conversations in this period.",
+            "Conversations in 1 Oct, 00:00 → 27 Oct, 14:35: 5",
         ]
     )
     ru = render_text(empty_report(), lang="ru", html=False)
@@ -390,15 +390,15 @@ def test_no_earlier_data_replaces_every_percentage_in_both_languages() -> None:
     report = replace(sample_report(), data_since=at(2026, 10, 5, 10).astimezone(UTC))
     assert not has_earlier_data(report)
     assert render_text(report, lang="en", html=False).split("\n")[2:] == [
-        "Changes vs 1 Oct, 00:00 → 27 Oct, 14:35",
-        "No earlier data: the first appeal is from 5 Oct 2026.",
+        "Compared with 1 Oct, 00:00 → 27 Oct, 14:35",
+        "No earlier data: the first conversation is from 5 Oct 2026.",
         "",
         "All clients: 1,234",
-        "Wrote: 120 · +12 (no earlier data)",
+        "Clients who wrote: 120 · +12 (no earlier data)",
         "New: 40 · +40 (no earlier data)",
         "Returning: 80 · -28 (no earlier data)",
-        "Appeals: 300 · +50 (no earlier data)",
-        "Repeat appeals: 150 · ±0 (no earlier data)",
+        "Conversations: 300 · +50 (no earlier data)",
+        "Repeat conversations: 150 · ±0 (no earlier data)",
         "",
         "Clients by channel:",
         "whatsapp: 80 · no earlier data",
@@ -412,11 +412,11 @@ def test_no_earlier_data_replaces_every_percentage_in_both_languages() -> None:
     ]
     ru = render_text(report, lang="ru").split("\n")
     assert ru[2:5] == [
-        "Изменения к периоду <i>1 октября, 00:00 → 27 октября, 14:35</i>",
+        "Сравнение с <i>1 октября, 00:00 → 27 октября, 14:35</i>",
         "<i>Более ранних данных нет: первое обращение — 5 октября 2026.</i>",
         "",
     ]
-    assert "Написали: <b>120</b> · +12 (нет более ранних данных)" in ru
+    assert "Написавшие клиенты: <b>120</b> · +12 (нет более ранних данных)" in ru
     assert "whatsapp · Sales &amp; Partners &lt;VIP&gt;: <b>70</b> · нет более ранних данных" in ru
 
 
@@ -427,14 +427,14 @@ def test_data_from_the_previous_periods_first_instant_compares_as_usual() -> Non
         report = replace(sample_report(), data_since=since)
         assert has_earlier_data(report)
         text = render_text(report, lang="en", html=False)
-        assert "Wrote: 120 · +12 (+11.1%)" in text
+        assert "Clients who wrote: 120 · +12 (+11.1%)" in text
         assert "earlier data" not in text
 
 
 def test_the_first_appeal_is_dated_in_the_report_zone() -> None:
     # 21:30 UTC on 4 Oct is already 5 Oct in Moscow.
     report = replace(sample_report(), data_since=datetime(2026, 10, 4, 21, 30, tzinfo=UTC))
-    assert "the first appeal is from 5 Oct 2026." in render_text(report, lang="en")
+    assert "the first conversation is from 5 Oct 2026." in render_text(report, lang="en")
 
 
 @pytest.mark.parametrize(
@@ -459,8 +459,8 @@ def test_a_to_date_period_in_its_first_hours_says_it_has_just_begun(
     en = render_text(report, lang="en", html=False).split("\n")[2]
     ru = render_text(report, lang="ru").split("\n")[2]
     if begun and end.hour == 9:
-        assert en == "Changes vs 1 Oct, 00:00 → 09:00 (the period has just begun)"
-        assert ru == "Изменения к периоду <i>1 октября, 00:00 → 09:00</i> (период только начался)"
+        assert en == "Compared with 1 Oct, 00:00 → 09:00 (the period has just begun)"
+        assert ru == "Сравнение с <i>1 октября, 00:00 → 09:00</i> (период только начался)"
     assert ("just begun" in en) is begun
     assert ("только начался" in ru) is begun
 

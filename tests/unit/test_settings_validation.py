@@ -80,3 +80,36 @@ def test_every_secret_is_redacted_and_empty_ones_are_not_listed() -> None:
         chatwoot_api_token="api-secret",
     )
     assert settings.secrets == ["123:abc", "t" * 32, "api-secret"]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            "blah",
+            "bad setting: DEFAULT_PERIOD: Unknown period “blah”. Try: today, yesterday, week, "
+            "month, last month, 7d, 2026-11-05, 2026-11, 2026-11-01..2026-11-15",
+        ),
+        (
+            "week app=Sales",
+            "bad setting: DEFAULT_PERIOD: Unknown period “week app=Sales”. Try: today, "
+            "yesterday, week, month, last month, 7d, 2026-11-05, 2026-11, 2026-11-01..2026-11-15",
+        ),
+        (
+            "0d",
+            "bad setting: DEFAULT_PERIOD: Day count “0d” must be from 1 to 1830. Try: today, "
+            "yesterday, week, month, last month, 7d, 2026-11-05, 2026-11, 2026-11-01..2026-11-15",
+        ),
+    ],
+)
+def test_a_default_period_the_bot_cannot_read_is_refused_at_start(
+    value: str, message: str
+) -> None:
+    with pytest.raises(SettingsError) as refused:
+        load_settings(_env_file=None, default_period=value)
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize("value", ["week", "месяц", "last month", "30d", "2026-11"])
+def test_periods_a_bare_clients_can_use_are_accepted(value: str) -> None:
+    assert load_settings(_env_file=None, default_period=value).default_period == value
