@@ -417,7 +417,7 @@ async def test_a_hung_chart_renderer_gives_text_and_csv_with_a_note_then_a_fresh
     flag = tmp_path / "hang"
     flag.touch()
     monkeypatch.setenv(HANG_FLAG_ENV, str(flag))  # before the pool spawns its worker
-    renderer = Renderer(workers=1, timeout=2.0, chart_function=charts_or_hang)
+    renderer = Renderer(workers=1, timeout=6.0, chart_function=charts_or_hang)
     async with FakeTelegram(token=TOKEN) as tg:
         settings = make_settings(hand_counted, token=TOKEN, api_url=tg.base_url)
         bot = build_bot(settings)
@@ -433,7 +433,7 @@ async def test_a_hung_chart_renderer_gives_text_and_csv_with_a_note_then_a_fresh
             assert text.result["text"].startswith(REPORT_TITLE)
             assert text.params["text"].endswith(f"\n\n<i>{CHARTS_UNAVAILABLE}</i>")
             assert document.result["document"]["file_name"] == YESTERDAY_CSV
-            assert "chart rendering took over 2.0 s" in caplog.text
+            assert "chart rendering took over 6.0 s" in caplog.text
 
             flag.unlink()  # the renderer works again; the stuck worker was ended
             before = len(live.delivered())

@@ -130,22 +130,10 @@ async def text_values(engine: AsyncEngine) -> list[str]:
 
 async def appeals_table(engine: AsyncEngine) -> set[tuple[str, str, str, str, datetime]]:
     """(appeal id, client id, channel, app, created_at) of every stored appeal."""
-    from reports.schema import appeals, apps, clients
+    from bot.ingest.export import appeal_records
 
     async with engine.connect() as connection:
-        rows = await connection.execute(
-            select(
-                appeals.c.external_id,
-                clients.c.external_id,
-                apps.c.channel,
-                apps.c.name,
-                appeals.c.created_at,
-            ).select_from(
-                appeals.join(clients, clients.c.id == appeals.c.client_id).join(
-                    apps, apps.c.id == appeals.c.app_id
-                )
-            )
-        )
+        rows = await connection.execute(appeal_records())
         return {tuple(row) for row in rows}  # type: ignore[misc]
 
 
