@@ -49,10 +49,12 @@ def build_router() -> Router:
     async def database_unavailable(event: ErrorEvent, bot: Bot) -> None:
         # A lock held longer than the busy timeout, or a lost PostgreSQL connection: the
         # transaction was rolled back, and the pool reconnects on the next command.
+        cause = getattr(event.exception, "orig", None) or event.exception
         logger.warning(
-            "database unavailable for update %s: %s",
+            "database unavailable for update %s: %s: %s",
             event.update.update_id,
-            type(event.exception).__name__,
+            type(cause).__name__,
+            cause,
         )
         await reply_to_update(
             event, bot, _("Temporary problem with the database: please retry in a minute.")

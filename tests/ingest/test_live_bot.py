@@ -66,7 +66,7 @@ async def test_a_chatwoot_webhook_is_counted_by_the_next_clients_today(tmp_path:
         tg.send_message("/clients today", chat_id=ADMIN, user_id=ADMIN)
         (answer,) = await tg.wait_for("sendMessage", timeout=60)
         text = answer.result["text"]
-        assert "\nClients who wrote: 1 · +1 (" in text
+        assert "\nClients who wrote: 1 · +1 (" in text, log.read_text()
         assert "\nNew: 1 · +1 (" in text
         # The only appeal is the first one the bot holds: nothing earlier to compare with.
         assert "\nClients by channel:\nwhatsapp: 1 · no earlier data\n" in text
