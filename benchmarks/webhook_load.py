@@ -2,7 +2,7 @@
 PostgreSQL and Redis; prints updates/s and p50/p95 time to the first reply and to the last part.
 
 Run: .venv/bin/python benchmarks/webhook_load.py [--postgres URL] [--redis URL] [--users 100]
-     [--flooders 20] [--reports 14] [--helps 9] [--repeats 50]
+     [--flooders 20] [--reports 14] [--helps 9] [--repeats 50] [--instances 1|2]
 
 PostgreSQL (default TEST_POSTGRES_URL, postgresql+asyncpg://postgres@127.0.0.1:5432/test) gets a
 fresh database per run, dropped afterwards; Redis (default TEST_REDIS_URL,
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import sys
 import tempfile
 import uuid
@@ -59,6 +60,14 @@ async def _admin(url: str, statement: str) -> None:
         await admin.dispose()
 
 
+def keep_logs(folder: Path) -> Path:
+    """The instances' logs copied out of the run's folder, which goes away: for a look."""
+    kept = Path(tempfile.mkdtemp(prefix="webhook_load_logs_"))
+    for log in folder.glob("bot-*.log"):
+        shutil.copy(log, kept)
+    return kept
+
+
 async def one_run(count: int, load: Load, postgres: str, redis: str) -> Run:
     name = f"bench_webhook_{uuid.uuid4().hex[:10]}"
     await _admin(postgres, f'CREATE DATABASE "{name}"')
@@ -85,9 +94,10 @@ async def one_run(count: int, load: Load, postgres: str, redis: str) -> Run:
                     except TimeoutError as exc:
                         logs = instance_logs(Path(folder))
                         unavailable = sum(log.count("database unavailable") for log in logs)
+                        kept = keep_logs(Path(folder))
                         print(
                             f"{count} instance(s): INCOMPLETE ({exc}); {unavailable} updates "
-                            "answered 'database unavailable'",
+                            f"answered 'database unavailable'; logs kept in {kept}",
                             flush=True,
                         )
                         raise
@@ -125,6 +135,9 @@ async def main(args: argparse.Namespace) -> None:
         f"{load.repeats} delivered twice",
         flush=True,
     )
+    if args.instances:
+        await one_run(args.instances, load, args.postgres, args.redis)
+        return
     one = await one_run(1, load, args.postgres, args.redis)
     two = await one_run(2, load, args.postgres, args.redis)
     ratio = two.updates_per_second / one.updates_per_second
@@ -140,4 +153,7 @@ if __name__ == "__main__":
     parser.add_argument("--reports", type=int, default=14)
     parser.add_argument("--helps", type=int, default=9)
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument(
+        "--instances", type=int, choices=(1, 2), help="one run with this many (default: both)"
+    )
     asyncio.run(main(parser.parse_args()))

@@ -76,6 +76,25 @@ async def read_retrying(engine: AsyncEngine, read: Callable[[AsyncConnection], A
     raise AssertionError("unreachable")
 
 
+async def session_read_retrying(
+    sessions: async_sessionmaker[Any], read: Callable[[AsyncSession], Awaitable[T]]
+) -> T:
+    """read_retrying for code written against a session (the middlewares' short reads)."""
+    for attempt in (1, 2):
+        async with sessions() as session:
+            try:
+                return await read(session)
+            except DBAPIError as exc:
+                if attempt == 2 or not connection_lost(exc):
+                    raise
+                await session.invalidate()
+                logger.warning(
+                    "database connection lost during a read (%s): retrying on a fresh one",
+                    type(exc.orig).__name__,
+                )
+    raise AssertionError("unreachable")
+
+
 def create_engine(url: str, *, background_checkpoints: bool = False) -> AsyncEngine:
     """Create the async engine; SQLite gets WAL, a busy timeout and foreign keys.
 

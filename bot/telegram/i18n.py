@@ -6,6 +6,7 @@ from aiogram.types import TelegramObject, User
 from aiogram.utils.i18n import I18n, I18nMiddleware
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.storage.engine import session_read_retrying
 from bot.storage.people import stored_language
 from reports.i18n import DOMAIN, LANGUAGES, LOCALES_DIR
 
@@ -33,6 +34,7 @@ class PeopleI18nMiddleware(I18nMiddleware):
         if user is None:
             return self.i18n.default_locale
         # Its own session: error handlers run after the update's session has closed.
-        async with self.sessions() as session:
-            chosen = await stored_language(session, user.id)
+        chosen = await session_read_retrying(
+            self.sessions, lambda session: stored_language(session, user.id)
+        )
         return chosen or language_of(user.language_code) or self.i18n.default_locale

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.access import decide
 from bot.shared_state import Admission, LocalState, SharedState
-from bot.storage.engine import session_factory
+from bot.storage.engine import session_factory, session_read_retrying
 
 logger = logging.getLogger(__name__)
 
@@ -121,13 +121,15 @@ class AccessMiddleware(BaseMiddleware):
             if chat is not None and chat.type in GROUP_TYPES and not get_flag(data, "any_chat")
             else None
         )
-        async with self.sessions() as session:
-            access = await decide(
+        access = await session_read_retrying(
+            self.sessions,
+            lambda session: decide(
                 session,
                 self.admin_ids,
                 user_id=None if user is None else user.id,
                 group_id=group_id,
-            )
+            ),
+        )
         if access.group_enabled is False:
             await self._group_not_enabled(
                 event, isinstance(event, Message) and access.role == "admin"
