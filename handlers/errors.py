@@ -11,7 +11,7 @@ from aiogram.utils.i18n import gettext as _
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from bot.storage.engine import connection_lost
+from bot.storage.engine import connection_lost, sqlite_defect
 from reports.errors import ReportError
 
 logger = logging.getLogger(__name__)
@@ -21,7 +21,10 @@ TEMPORARY_DATABASE_ERRORS = (OperationalError, InterfaceError, PoolTimeoutError,
 
 def database_temporarily_unavailable(event: ErrorEvent) -> bool:
     """A lock held too long, a full pool, or a connection the server ended (any DBAPIError
-    that says so, not only OperationalError): worth a retry in a minute, not an incident."""
+    that says so, not only OperationalError): worth a retry in a minute, not an incident.
+    A statement SQLite refuses is an incident, though its driver calls it OperationalError."""
+    if sqlite_defect(event.exception):
+        return False
     return isinstance(event.exception, TEMPORARY_DATABASE_ERRORS) or connection_lost(
         event.exception
     )

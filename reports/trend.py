@@ -71,6 +71,9 @@ def _utc(moment: datetime) -> ColumnElement[datetime]:
 
 def _bucket_of(column: ColumnElement[datetime], bounds: Bounds) -> ColumnElement[int]:
     """The index of the bucket holding column (rows are already limited to the period)."""
+    if len(bounds) == 1:
+        # A CASE needs at least one WHEN ("today" in its first hour is one bucket).
+        return literal(0)
     return case(
         *((column < _utc(end), index) for index, (_, end) in enumerate(bounds[:-1])),
         else_=len(bounds) - 1,
@@ -78,6 +81,8 @@ def _bucket_of(column: ColumnElement[datetime], bounds: Bounds) -> ColumnElement
 
 
 def _end_of_bucket(column: ColumnElement[datetime], bounds: Bounds) -> ColumnElement[datetime]:
+    if len(bounds) == 1:
+        return _utc(bounds[0][1])
     return case(
         *((column < _utc(end), _utc(end)) for _, end in bounds[:-1]),
         else_=_utc(bounds[-1][1]),

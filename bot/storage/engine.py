@@ -1,6 +1,7 @@
 """Database engine for SQLite (default) and PostgreSQL, and schema migration through Alembic."""
 
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from functools import partial
@@ -39,6 +40,22 @@ T = TypeVar("T")
 _LOST_SQLSTATES = ("08", "57P")
 
 
+# SQLite's primary result codes that mean "not now" rather than "wrong": busy or locked past the
+# busy timeout, an I/O or locking-protocol failure, a file that cannot be opened, a full disk.
+# Everything else SQLite raises as OperationalError (a syntax error above all) is a defect.
+_SQLITE_TEMPORARY_CODES = frozenset({5, 6, 10, 13, 14, 15})
+
+
+def sqlite_defect(exc: BaseException) -> bool:
+    """The error is SQLite refusing a statement (SQLITE_ERROR: a syntax error, a missing
+    table), which no retry cures, however the driver classes it."""
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlite_errorcode", None)
+    return isinstance(orig, sqlite3.Error) and code is not None and (
+        code & 0xFF not in _SQLITE_TEMPORARY_CODES
+    )
+
+
 def connection_lost(exc: BaseException) -> bool:
     """The database error says the connection is gone (a restart, a failover, a terminated
     session), not that the statement was wrong: a read may be tried again on a fresh one.
@@ -47,7 +64,7 @@ def connection_lost(exc: BaseException) -> bool:
     closed socket (SQLAlchemy then invalidates the connection), reports the server's shutdown
     code, or finds its protocol in an impossible state (asyncpg's InternalClientError).
     """
-    if not isinstance(exc, DBAPIError):
+    if not isinstance(exc, DBAPIError) or sqlite_defect(exc):
         return False
     if exc.connection_invalidated or isinstance(
         exc, OperationalError | InterfaceError | InternalError

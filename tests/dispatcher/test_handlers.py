@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from sqlalchemy import text as sql
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 import bot.telegram.delivery
 from bot.app import build_dispatcher
@@ -180,6 +181,26 @@ async def test_unexpected_error_gets_an_incident_id_and_the_bot_goes_on(
     monkeypatch.undo()
     await harness.send("/help")
     assert len(harness.texts()) == 2
+
+
+async def test_a_statement_the_database_refuses_is_an_incident_not_a_retry(
+    harness: Direct, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite's driver raises its syntax errors as OperationalError, the class of a lock held
+    # too long: once, a report query with a CASE without WHEN told users "retry in a minute"
+    # every night for an hour, and was run twice each time.
+    tries = 0
+
+    async def wrong_sql(connection: AsyncConnection, *args: object) -> None:
+        nonlocal tries
+        tries += 1
+        await connection.execute(sql("SELECT CASE ELSE 1 END"))
+
+    monkeypatch.setattr(bot.telegram.delivery, "build_report", wrong_sql)
+    await harness.send("/clients week")
+    (apology,) = harness.texts()
+    assert apology.startswith("Sorry, something went wrong on our side. Incident id: <code>")
+    assert tries == 1
 
 
 async def test_digest_is_added_listed_and_removed(harness: Direct) -> None:

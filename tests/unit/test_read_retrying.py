@@ -2,13 +2,20 @@
 sake (a lost server, a lock), and not for a wrong statement."""
 
 import logging
+import sqlite3
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from bot.storage.engine import read_retrying, session_factory, session_read_retrying
+from bot.storage.engine import (
+    connection_lost,
+    read_retrying,
+    session_factory,
+    session_read_retrying,
+    sqlite_defect,
+)
 
 
 class FailsFirst:
@@ -70,3 +77,33 @@ async def test_a_connection_read_is_retried_alike(sqlite_engine: AsyncEngine) ->
 
     assert await read_retrying(sqlite_engine, read) == 7  # type: ignore[arg-type]
     assert tries == 2
+
+
+def sqlite_error(code: int, message: str) -> OperationalError:
+    orig = sqlite3.OperationalError(message)
+    orig.sqlite_errorcode = code  # type: ignore[attr-defined]
+    return OperationalError("SELECT 1", {}, orig)
+
+
+def test_sqlite_busy_and_io_errors_are_temporary_and_its_refusals_are_defects() -> None:
+    for code, message in ((5, "database is locked"), (6, "table is locked"), (10, "disk I/O")):
+        assert not sqlite_defect(sqlite_error(code, message))
+        assert connection_lost(sqlite_error(code, message))
+    # SQLITE_IOERR_SHORT_READ: an extended code of the same primary one.
+    assert not sqlite_defect(sqlite_error(522, "disk I/O error"))
+    assert sqlite_defect(sqlite_error(1, 'near "ELSE": syntax error'))
+    assert not connection_lost(sqlite_error(1, 'near "ELSE": syntax error'))
+
+
+async def test_a_statement_sqlite_refuses_is_raised_at_once(sqlite_engine: AsyncEngine) -> None:
+    tries = 0
+
+    async def syntax_error(session: AsyncSession) -> object:
+        nonlocal tries
+        tries += 1
+        return (await session.execute(text("SELECT CASE ELSE 1 END"))).all()
+
+    with pytest.raises(OperationalError, match="syntax error") as raised:
+        await session_read_retrying(session_factory(sqlite_engine), syntax_error)
+    assert sqlite_defect(raised.value)
+    assert tries == 1

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reports.metrics import build_report
 from reports.model import Period, PeriodPair, ReportFilter, Trend
+from reports.periods import parse_period
 from reports.trend import bucket_bounds, build_trend, trend_unit
 from tests.datasets import OLD_ROWS, ROWS_IN_AND_AROUND_P, load
 
@@ -208,3 +209,20 @@ async def test_weeks_count_clients_per_iso_week(loaded: AsyncEngine) -> None:
         i for i, b in enumerate(trend.current) if b.start.date().isoformat() == "2026-11-09"
     )
     assert counts(trend) == {index: (9, 4, 3)}
+
+
+async def test_the_first_hour_of_today_is_one_bucket(loaded: AsyncEngine) -> None:
+    # "today" at 00:40 local is one hour bucket: the query once had a CASE without WHEN,
+    # a syntax error every night between local midnight and 01:00.
+    periods = parse_period("today", now=datetime(2026, 11, 10, 0, 40, tzinfo=MSK), tz=MSK)
+    for flt, current in (
+        (ReportFilter(), {0: (1, 1, 1)}),
+        (ReportFilter(channel="vk"), {0: (1, 1, 1)}),
+        (ReportFilter(channel="whatsapp"), {}),
+    ):
+        trend = await trend_for(loaded, periods, flt)
+        assert trend.unit == "hour"
+        assert len(trend.current) == len(trend.previous) == 1
+        assert trend.current[0].start == datetime(2026, 11, 10, tzinfo=MSK)
+        assert counts(trend) == current
+        assert counts(trend, previous=True) == {}
