@@ -27,7 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bot.telegram.outbound import Limits, OutboundLimiter, Sleep, is_group
+from bot.telegram.outbound import Limits, OutboundLimiter, Sending, Sleep, is_group
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,11 @@ HOLD_LEASE = 30.0
 # flood of queued reports costs Redis (and the pool) this many requests a second each.
 HOLD_POLL = 0.2
 REDIS_CONNECTIONS = 100
+# A message let through counts as in flight at most this long: the records of an instance that
+# died with requests in flight lapse then. Telegram answers a send well within it.
+IN_FLIGHT_LEASE = 15.0
+# How often a send waiting for an answer to make room asks Redis again.
+POLL_FOR_ANSWER = 0.02
 
 
 class Admission(enum.Enum):
@@ -225,8 +230,8 @@ return at - now
 """
 )
 
-# KEYS: the chat's next turn and next free time, then (once a request is answered) its
-# "request in flight" flag to clear. ARGV: µs from now before which the chat gets nothing more.
+# KEYS: the chat's next turn and next free time. ARGV: µs from now before which the chat gets
+# nothing more.
 _KEEP_DISTANCE = (
     _NOW
     + """
@@ -236,65 +241,85 @@ for i = 1, 2 do
     redis.call('SET', KEYS[i], fmt(floor), 'PX', math.ceil((floor - now) / 1000) + 60000)
   end
 end
-if KEYS[3] then redis.call('DEL', KEYS[3]) end
 return 0
 """
 )
 
-# KEYS: the overall next free time, the chat's next free time by what was let through, the
-# group's send times (unused for a private chat), the chat's "request in flight" flag. ARGV:
-# weight, the overall spacing of that weight (µs), the chat's spacing of it (µs), the group
-# limit (0: not a group), a unique member prefix. Returns {booked, µs to wait}. A slot of the
-# overall spacing is booked only when the chat and its group allow a send by then: a chat
-# waiting out its pace or its group's minute does not hold the other chats back. One request
-# per chat is in flight at a time (the next keeps its distance from the answer), so two
-# messages to one chat cannot bunch when the first is sent late.
-_BOOK_WINDOWS = (
-    _NOW
-    + """
-if redis.call('EXISTS', KEYS[4]) == 1 then return {0, 50000} end
-local at = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
-local weight, limit = tonumber(ARGV[1]), tonumber(ARGV[4])
-local chat_free = tonumber(redis.call('GET', KEYS[2]) or '0')
-if chat_free > at then return {0, chat_free - now} end
-if limit > 0 then
-  local minute = 60000000
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', fmt(now - minute))
-  local sent = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. fmt(at - minute), '+inf', 'WITHSCORES')
-  local count = #sent / 2
-  local excess = count + weight - limit
-  if excess > 0 then
-    local free = tonumber(sent[2 * math.min(excess, count)]) + minute
-    if free > at then return {0, free - now} end
-  end
-  for i = 1, weight do redis.call('ZADD', KEYS[3], fmt(at), ARGV[5] .. ':' .. i) end
-  redis.call('PEXPIRE', KEYS[3], math.ceil((at - now) / 1000) + 120000)
+# The windows of `OutboundLimiter` in Redis: per limit, a set of the messages in flight (scored
+# by when they were let through, so that those of a dead instance lapse after the lease) and a
+# set of those answered (scored by the answer).
+_WINDOWS = """
+local lease = tonumber(ARGV[5])
+local function room(in_flight, answered, window, limit, weight)
+  redis.call('ZREMRANGEBYSCORE', in_flight, '-inf', fmt(now - lease))
+  redis.call('ZREMRANGEBYSCORE', answered, '-inf', fmt(now - window))
+  local done = redis.call('ZCARD', answered)
+  local excess = redis.call('ZCARD', in_flight) + done + math.min(weight, limit) - limit
+  if excess <= 0 then return 0 end
+  if excess > done then return -1 end
+  local oldest = redis.call('ZRANGE', answered, excess - 1, excess - 1, 'WITHSCORES')
+  return math.max(1, tonumber(oldest[2]) + window - now)
 end
-local after = at + tonumber(ARGV[2])
-redis.call('SET', KEYS[1], fmt(after), 'PX', math.ceil((after - now) / 1000) + 60000)
-local chat_after = at + tonumber(ARGV[3])
-redis.call('SET', KEYS[2], fmt(chat_after), 'PX', math.ceil((chat_after - now) / 1000) + 60000)
-redis.call('SET', KEYS[4], '1', 'PX', math.ceil((at - now) / 1000) + 15000)
-return {1, at - now}
+"""
+
+# KEYS: the chat's "request in flight" flag, the chat's next free time, the overall in-flight
+# and answered sets, the group's (unused for a private chat). ARGV: weight, the overall limit a
+# second, the group limit a minute (0: not a group), the chat's spacing of that weight (µs),
+# the in-flight lease (µs), a unique member prefix. Returns {1, 0} with the messages recorded
+# in flight; {0, µs} when the overall limit has no room (-1: until an answer); {2, µs} when the
+# chat or its group has none.
+_LET_THROUGH = (
+    _NOW
+    + _WINDOWS
+    + """
+local weight, group_limit = tonumber(ARGV[1]), tonumber(ARGV[3])
+if redis.call('EXISTS', KEYS[1]) == 1 then return {2, -1} end
+local chat_free = tonumber(redis.call('GET', KEYS[2]) or '0')
+if chat_free > now then return {2, chat_free - now} end
+if group_limit > 0 then
+  local wait = room(KEYS[5], KEYS[6], 60000000, group_limit, weight)
+  if wait ~= 0 then return {2, wait} end
+end
+local wait = room(KEYS[3], KEYS[4], 1000000, tonumber(ARGV[2]), weight)
+if wait ~= 0 then return {0, wait} end
+local ttl = math.ceil(lease / 1000)
+for i = 1, weight do
+  local member = ARGV[6] .. ':' .. i
+  redis.call('ZADD', KEYS[3], fmt(now), member)
+  if group_limit > 0 then redis.call('ZADD', KEYS[5], fmt(now), member) end
+end
+redis.call('PEXPIRE', KEYS[3], ttl)
+if group_limit > 0 then redis.call('PEXPIRE', KEYS[5], ttl) end
+local after = now + tonumber(ARGV[4])
+redis.call('SET', KEYS[2], fmt(after), 'PX', math.ceil((after - now) / 1000) + 60000)
+redis.call('SET', KEYS[1], '1', 'PX', ttl)
+return {1, 0}
 """
 )
 
-# KEYS: the times of the messages let through in the last second, over all chats. ARGV:
-# weight, the most a second, a unique member prefix. Returns 0 and records the messages, or the
-# µs to wait. Judged at the moment of sending: an instance that wakes late from its booked
-# slot cannot bunch messages past the limit.
-_LET_THROUGH = (
+# KEYS: the chat's next turn, its next free time, its "request in flight" flag, the overall
+# in-flight and answered sets, the group's (unused for a private chat). ARGV: the chat's
+# spacing after an answer (µs), weight, whether a group (1/0), the member prefix.
+_ANSWERED = (
     _NOW
     + """
-local window, weight = 1000000, tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', fmt(now - window))
-local excess = redis.call('ZCARD', KEYS[1]) + weight - tonumber(ARGV[2])
-if excess > 0 then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, excess - 1, 'WITHSCORES')
-  return math.max(1, tonumber(oldest[#oldest]) + window - now)
+local floor = now + tonumber(ARGV[1])
+for i = 1, 2 do
+  if floor > tonumber(redis.call('GET', KEYS[i]) or '0') then
+    redis.call('SET', KEYS[i], fmt(floor), 'PX', math.ceil((floor - now) / 1000) + 60000)
+  end
 end
-for i = 1, weight do redis.call('ZADD', KEYS[1], fmt(now), ARGV[3] .. ':' .. i) end
-redis.call('PEXPIRE', KEYS[1], 2000)
+redis.call('DEL', KEYS[3])
+local sets = {{KEYS[4], KEYS[5], 2000}}
+if ARGV[3] == '1' then sets[2] = {KEYS[6], KEYS[7], 61000} end
+for _, set in ipairs(sets) do
+  for i = 1, tonumber(ARGV[2]) do
+    local member = ARGV[4] .. ':' .. i
+    redis.call('ZREM', set[1], member)
+    redis.call('ZADD', set[2], fmt(now), member)
+  end
+  redis.call('PEXPIRE', set[2], set[3])
+end
 return 0
 """
 )
@@ -388,20 +413,33 @@ async def _renew(lock: Lock) -> None:
 
 class RedisPacer:
     """`OutboundLimiter`'s pacing over all instances: each chat's turn is booked in Redis (the
-    order in which its messages go), then a slot of the overall spacing that the chat's pace and
-    its group's minute allow; during an outage, an `OutboundLimiter` of this process paces
-    alone."""
+    order in which its messages go), then the request is let through when the chat, its group
+    and the overall limit have room, all judged in one script by Redis's clock; during an
+    outage, an `OutboundLimiter` of this process paces alone."""
 
     def __init__(self, state: RedisState, limits: Limits, *, sleep: Sleep = asyncio.sleep):
         self.state, self.limits, self._sleep = state, limits, sleep
         self.local = OutboundLimiter(limits, sleep=sleep)
         self._book_chat = state.redis.register_script(_BOOK_CHAT)
         self._keep_distance = state.redis.register_script(_KEEP_DISTANCE)
-        self._book_windows = state.redis.register_script(_BOOK_WINDOWS)
         self._let_through = state.redis.register_script(_LET_THROUGH)
+        self._answered = state.redis.register_script(_ANSWERED)
+        # Only one send of this instance at a time asks Redis for room in the overall limit:
+        # a hundred waiting chats polling Redis would cost more than the sends themselves.
+        self._overall_turn = asyncio.Lock()
 
-    async def wait(self, chat_id: int | str, weight: int = 1) -> None:
-        async def shared() -> None:
+    def _keys(self, chat_id: int | str) -> list[str]:
+        return [
+            self.state.key("pace", "busy", chat_id),
+            self.state.key("pace", "sent", chat_id),
+            self.state.key("pace", "overall", "in-flight"),
+            self.state.key("pace", "overall", "answered"),
+            self.state.key("pace", "group", chat_id, "in-flight"),
+            self.state.key("pace", "group", chat_id, "answered"),
+        ]
+
+    async def wait(self, chat_id: int | str, weight: int = 1) -> Sending:
+        async def shared() -> Sending:
             chat = self.state.key("pace", "chat", chat_id)
             delay = await self._book_chat(
                 keys=[chat], args=[_us(weight * self.limits.chat_interval)]
@@ -409,42 +447,71 @@ class RedisPacer:
             if delay > 0:
                 await self._sleep(delay / 1_000_000)
             member = uuid.uuid4().hex
-            keys = [
-                self.state.key("pace", "overall"),
-                self.state.key("pace", "sent", chat_id),
-                self.state.key("pace", "group", chat_id),
-                self.state.key("pace", "busy", chat_id),
-            ]
             args: list[Any] = [
                 weight,
-                _us(weight / self.limits.per_second),
-                _us(weight * self.limits.chat_interval),
+                math.floor(self.limits.per_second),
                 self.limits.group_per_minute if is_group(chat_id) else 0,
+                _us(weight * self.limits.chat_interval),
+                _us(IN_FLIGHT_LEASE),
                 member,
             ]
+            keys = self._keys(chat_id)
             while True:
-                booked, delay = await self._book_windows(keys=keys, args=args)
-                if delay > 0:
-                    await self._sleep(delay / 1_000_000)
-                if booked:
-                    break
-            let_through: list[Any] = [weight, math.floor(self.limits.per_second), member]
-            log = [self.state.key("pace", "let-through")]
-            while (delay := await self._let_through(keys=log, args=let_through)) > 0:
-                await self._sleep(delay / 1_000_000)
+                async with self._overall_turn:
+                    while True:
+                        status, delay = await self._let_through(keys=keys, args=args)
+                        if status == 1:
+                            return Sending(chat_id, weight, member)
+                        if status == 2:
+                            break
+                        await self._sleep(_poll(delay))
+                # The chat or its group has no room: wait for it without holding up the others.
+                await self._sleep(_poll(delay))
 
-        await self.state.health.call(shared, lambda: self.local.wait(chat_id, weight))
+        return await self.state.health.call(shared, lambda: self.local.wait(chat_id, weight))
 
-    async def answered(self, chat_id: int | str) -> None:
-        await self._hold_chat(chat_id, self.limits.chat_interval, done=True)
+    async def answered(self, sending: Sending) -> None:
+        # Both this process and Redis learn the chat's distance from every answer, so the
+        # chat's next message keeps it whichever of them paces it (Redis may go or come back
+        # in between).
+        chat_id = sending.chat_id
+        if sending.shared_key is None:
+            self.local.answer(sending)
+            await self._keep_shared_distance(chat_id, self.limits.chat_interval)
+            return
+        self.local.keep_distance(chat_id, self.limits.chat_interval)
+        busy, free, *windows = self._keys(chat_id)
+        keys = [self.state.key("pace", "chat", chat_id), free, busy, *windows]
+        args: list[Any] = [
+            _us(self.limits.chat_interval),
+            sending.weight,
+            int(is_group(chat_id)),
+            sending.shared_key,
+        ]
+
+        async def shared() -> None:
+            await self._answered(keys=keys, args=args)
+
+        # Redis gone since the request was let through: its records there lapse by themselves.
+        await self.state.health.call(shared, _nothing)
 
     async def pause(self, chat_id: int | str, seconds: float) -> None:
-        await self._hold_chat(chat_id, seconds, done=False)
+        self.local.keep_distance(chat_id, seconds)
+        await self._keep_shared_distance(chat_id, seconds)
 
-    async def _hold_chat(self, chat_id: int | str, seconds: float, *, done: bool) -> None:
+    async def _keep_shared_distance(self, chat_id: int | str, seconds: float) -> None:
         async def shared() -> None:
-            kinds = ("chat", "sent", "busy") if done else ("chat", "sent")
-            keys = [self.state.key("pace", kind, chat_id) for kind in kinds]
+            keys = [self.state.key("pace", kind, chat_id) for kind in ("chat", "sent")]
             await self._keep_distance(keys=keys, args=[_us(seconds)])
 
-        await self.state.health.call(shared, lambda: self.local.pause(chat_id, seconds))
+        await self.state.health.call(shared, _nothing)
+
+
+async def _nothing() -> None:
+    """What is left to do in this process when Redis cannot be told."""
+
+
+def _poll(delay_us: int) -> float:
+    """The seconds to wait for room Redis reported: until an answer (-1) means asking again
+    shortly, since another instance's answer cannot wake this one."""
+    return POLL_FOR_ANSWER if delay_us < 0 else delay_us / 1_000_000

@@ -72,24 +72,34 @@ MAX_RETRY_AFTER = 300.0
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    # Telegram allows about 30: sends are paced when let through, and a loop busy drawing or
-    # writing can release several late at once, so the margin is wide enough to absorb that.
-    per_second: float = 20.0
-    # A little over a second: requests reach Telegram with jitter, and its window is 1 s.
+    # Telegram allows about 30. The pacing below holds by Telegram's own clock however late a
+    # request arrives, so the margin only covers Telegram's own looseness about its limit.
+    per_second: float = 25.0
+    # A little over a second between a chat's answer and its next message.
     chat_interval: float = 1.1
     group_per_minute: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Sending:
+    """A request let through by a pacer: handed back to it with `answered` once answered."""
+
+    chat_id: int | str
+    weight: int
+    # Names its messages in the shared pacer's records; None when this process paced it.
+    shared_key: str | None = None
 
 
 class Pacer(Protocol):
     """Paces the messages into chats: this process's `OutboundLimiter`, or one shared by all
     instances (bot.shared_state)."""
 
-    async def wait(self, chat_id: int | str, weight: int = 1) -> None:
+    async def wait(self, chat_id: int | str, weight: int = 1) -> Sending:
         """Return when `weight` more messages to the chat keep every limit."""
         ...
 
-    async def answered(self, chat_id: int | str) -> None:
-        """The request was answered: the chat's next message keeps its distance from it."""
+    async def answered(self, sending: Sending) -> None:
+        """The request was answered (or failed): its messages stop being in flight."""
         ...
 
     async def pause(self, chat_id: int | str, seconds: float) -> None:
@@ -97,14 +107,61 @@ class Pacer(Protocol):
         ...
 
 
-class OutboundLimiter:
-    """Paces messages: each chat at its own interval, all chats within the overall and group
-    windows.
+class Window:
+    """The messages of one limit (overall, or one group's) that Telegram may count now: those
+    in flight and those answered less than `length` seconds ago."""
 
-    A chat's pace is booked ahead (only that chat waits for it). The overall rate spaces sends
-    evenly after the last one actually let through, and a group's limit counts its sends of the
-    last minute; both are judged at the moment of sending, so a late wake-up after a busy loop
-    cannot bunch messages past a limit.
+    def __init__(self, length: float, limit: int) -> None:
+        self.length, self.limit = length, max(1, limit)
+        self.in_flight = 0
+        self._answered: deque[tuple[float, int]] = deque()
+        self._answered_weight = 0
+
+    def delay(self, now: float, weight: int) -> float | None:
+        """0 when `weight` more fit now; else the seconds until enough answers age out, or None
+        when only an answer can make room. An album larger than the limit goes alone."""
+        while self._answered and self._answered[0][0] <= now - self.length:
+            self._answered_weight -= self._answered.popleft()[1]
+        excess = self.in_flight + self._answered_weight + min(weight, self.limit) - self.limit
+        if excess <= 0:
+            return 0.0
+        if excess > self._answered_weight:
+            return None
+        aged = 0
+        for answered_at, answered_weight in self._answered:
+            aged += answered_weight
+            if aged >= excess:
+                return answered_at + self.length - now
+        raise AssertionError("unreachable: the answered weight covers the excess")
+
+    def let_through(self, weight: int) -> None:
+        self.in_flight += weight
+
+    def answer(self, now: float, weight: int) -> None:
+        self.in_flight = max(0, self.in_flight - weight)
+        self._answered.append((now, weight))
+        self._answered_weight += weight
+
+    @property
+    def idle(self) -> bool:
+        return self.in_flight == 0 and not self._answered
+
+
+class OutboundLimiter:
+    """Paces messages so that they keep Telegram's limits by Telegram's own clock.
+
+    Telegram counts a message when it arrives: some time after we let it through and before its
+    answer comes back, and on a busy machine up to seconds after we let it through. So a message
+    counts against a limit from the moment it is let through until a window's length after its
+    answer, and a send goes only while (answered within the window) + (in flight) + its weight
+    keep the limit. Then no window of Telegram's clock holds more than the limit, however late
+    each request arrives: of the messages Telegram counts in one of its windows, take the one
+    let through last; when it was, each of the others was in flight or had been answered
+    after that window began, less than a window's length earlier, so all were counted.
+
+    A chat gets one request at a time, and its next message goes `chat_interval` after the
+    answer (and after the let-through, per message of an album), so two can never arrive within
+    a second of each other either.
     """
 
     def __init__(
@@ -116,67 +173,72 @@ class OutboundLimiter:
     ) -> None:
         self.limits = limits or Limits()
         self._clock, self._sleep = clock, sleep
-        self._next_in_chat: dict[int | str, float] = {}
-        # When the overall spacing lets the next message go.
-        self._next_overall = 0.0
-        self._group_sent: dict[int | str, deque[float]] = {}
+        # When a chat may get its next message: its pace, or a 429's retry_after.
+        self._chat_free: dict[int | str, float] = {}
+        self._chat_busy: set[int | str] = set()
+        self._overall = Window(1.0, math.floor(self.limits.per_second))
+        self._groups: dict[int | str, Window] = {}
+        # Set (and replaced) on every answer: what a send waiting for room in flight waits on.
+        self._answer = asyncio.Event()
 
-    def reserve(self, chat_id: int | str, weight: int = 1) -> float:
-        """Book the chat's next `weight` messages; returns when its own pace lets them go."""
-        at = max(self._clock(), self._next_in_chat.get(chat_id, 0.0))
-        self._next_in_chat[chat_id] = at + weight * self.limits.chat_interval
-        return at
-
-    def window_delay(self, chat_id: int | str, weight: int = 1) -> float:
-        """Seconds until `weight` more messages fit the overall spacing and the group window."""
+    def delay(self, chat_id: int | str, weight: int = 1) -> float | None:
+        """0 when `weight` more messages to the chat keep every limit now; else the seconds to
+        wait, or None when only an answer to a request in flight can make room."""
+        if chat_id in self._chat_busy:
+            return None
         now = self._clock()
-        delay = max(0.0, self._next_overall - now)
+        delays = [self._chat_free.get(chat_id, 0.0) - now, self._overall.delay(now, weight)]
         if is_group(chat_id):
-            group = self._group_sent.setdefault(chat_id, deque())
-            group_wait = _window_wait(group, now, 60.0, self.limits.group_per_minute, weight)
-            delay = max(delay, group_wait)
-        return delay
+            delays.append(self._group(chat_id).delay(now, weight))
+        if None in delays:
+            return None
+        return max(0.0, *(d for d in delays if d is not None))
 
-    async def wait(self, chat_id: int | str, weight: int = 1) -> None:
-        delay = self.reserve(chat_id, weight) - self._clock()
-        if delay > 0:
-            await self._sleep(delay)
-        while (delay := self.window_delay(chat_id, weight)) > 0:
-            await self._sleep(delay)
+    async def wait(self, chat_id: int | str, weight: int = 1) -> Sending:
+        while (delay := self.delay(chat_id, weight)) != 0:
+            if delay is None:
+                await self._answer.wait()
+            else:
+                await self._sleep(delay)
         now = self._clock()
-        self._next_overall = now + weight / self.limits.per_second
+        self._chat_busy.add(chat_id)
+        self._chat_free[chat_id] = now + weight * self.limits.chat_interval
+        self._overall.let_through(weight)
         if is_group(chat_id):
-            self._group_sent[chat_id].extend([now] * weight)
+            self._group(chat_id).let_through(weight)
+        return Sending(chat_id, weight)
 
-    def sent(self, chat_id: int | str) -> None:
-        """The request was answered: the chat's next message keeps its distance from this one."""
-        self._keep_distance(chat_id, self.limits.chat_interval)
+    async def answered(self, sending: Sending) -> None:
+        self.answer(sending)
 
-    async def answered(self, chat_id: int | str) -> None:
-        self.sent(chat_id)
+    def answer(self, sending: Sending) -> None:
+        now, chat_id = self._clock(), sending.chat_id
+        self._chat_busy.discard(chat_id)
+        self.keep_distance(chat_id, self.limits.chat_interval)
+        self._overall.answer(now, sending.weight)
+        if is_group(chat_id):
+            self._group(chat_id).answer(now, sending.weight)
+        self._answer.set()
+        self._answer = asyncio.Event()
 
     async def pause(self, chat_id: int | str, seconds: float) -> None:
-        self._keep_distance(chat_id, seconds)
+        self.keep_distance(chat_id, seconds)
 
-    def _keep_distance(self, chat_id: int | str, seconds: float) -> None:
+    def keep_distance(self, chat_id: int | str, seconds: float) -> None:
+        """The chat gets nothing more for `seconds` from now."""
         floor = self._clock() + seconds
-        self._next_in_chat[chat_id] = max(self._next_in_chat.get(chat_id, 0.0), floor)
+        self._chat_free[chat_id] = max(self._chat_free.get(chat_id, 0.0), floor)
+
+    def _group(self, chat_id: int | str) -> Window:
+        window = self._groups.get(chat_id)
+        if window is None:
+            window = self._groups[chat_id] = Window(60.0, self.limits.group_per_minute)
+        return window
 
 
 def is_group(chat_id: int | str) -> bool:
     # Groups and channels have negative ids (or an @username for public channels).
     return isinstance(chat_id, str) or chat_id < 0
-
-
-def _window_wait(sent: deque[float], now: float, window: float, limit: int, weight: int) -> float:
-    while sent and sent[0] <= now - window:
-        sent.popleft()
-    excess = len(sent) + weight - limit
-    if excess <= 0:
-        return 0.0
-    # The oldest `excess` sends have to leave the window first (all of them, for an album
-    # larger than the limit itself).
-    return sent[min(excess, len(sent)) - 1] + window - now
 
 
 class RateLimitMiddleware(BaseRequestMiddleware):
@@ -190,7 +252,7 @@ class RateLimitMiddleware(BaseRequestMiddleware):
             chat_id = getattr(method, "chat_id", None)
             if chat_id is not None:
                 weight = len(method.media) if isinstance(method, SendMediaGroup) else 1
-                await self.limiter.wait(chat_id, weight)
+                sending = await self.limiter.wait(chat_id, weight)
                 try:
                     return await make_request(bot, method)
                 except TelegramRetryAfter as exc:
@@ -198,7 +260,7 @@ class RateLimitMiddleware(BaseRequestMiddleware):
                     await self.limiter.pause(chat_id, exc.retry_after)
                     raise
                 finally:
-                    await self.limiter.answered(chat_id)
+                    await self.limiter.answered(sending)
         return await make_request(bot, method)
 
 
