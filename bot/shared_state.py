@@ -230,20 +230,18 @@ return at - now
 """
 )
 
-# KEYS: the chat's next turn and next free time. ARGV: µs from now before which the chat gets
-# nothing more.
-_KEEP_DISTANCE = (
-    _NOW
-    + """
+# KEYS[1..2]: the chat's next turn and next free time. ARGV[1]: µs from now before which the
+# chat gets nothing more.
+_CHAT_DISTANCE = """
 local floor = now + tonumber(ARGV[1])
 for i = 1, 2 do
   if floor > tonumber(redis.call('GET', KEYS[i]) or '0') then
     redis.call('SET', KEYS[i], fmt(floor), 'PX', math.ceil((floor - now) / 1000) + 60000)
   end
 end
-return 0
 """
-)
+
+_KEEP_DISTANCE = _NOW + _CHAT_DISTANCE + "return 0\n"
 
 # The windows of `OutboundLimiter` in Redis: per limit, a set of the messages in flight (scored
 # by when they were let through, so that those of a dead instance lapse after the lease) and a
@@ -302,13 +300,8 @@ return {1, 0}
 # spacing after an answer (µs), weight, whether a group (1/0), the member prefix.
 _ANSWERED = (
     _NOW
+    + _CHAT_DISTANCE
     + """
-local floor = now + tonumber(ARGV[1])
-for i = 1, 2 do
-  if floor > tonumber(redis.call('GET', KEYS[i]) or '0') then
-    redis.call('SET', KEYS[i], fmt(floor), 'PX', math.ceil((floor - now) / 1000) + 60000)
-  end
-end
 redis.call('DEL', KEYS[3])
 local sets = {{KEYS[4], KEYS[5], 2000}}
 if ARGV[3] == '1' then sets[2] = {KEYS[6], KEYS[7], 61000} end

@@ -142,10 +142,6 @@ class Window:
         self._answered.append((now, weight))
         self._answered_weight += weight
 
-    @property
-    def idle(self) -> bool:
-        return self.in_flight == 0 and not self._answered
-
 
 class OutboundLimiter:
     """Paces messages so that they keep Telegram's limits by Telegram's own clock.
