@@ -38,8 +38,8 @@ ONE_HOUR = timedelta(hours=1)
 def app_not_indexed() -> ColumnElement[int]:
     """appeals.app_id as an expression, so SQLite ranges over the period index for a filter.
 
-    With the bare column SQLite may pick the (app_id, client_id) index and read that app's
-    whole history to find an hour of it.
+    With the bare column and an index led by app_id (migration 0009 dropped the last one),
+    SQLite may read that app's whole history to find an hour of it.
     """
     return appeals.c.app_id + 0
 
@@ -236,7 +236,22 @@ async def all_time_clients_from_store(
     return len(_union(bitmaps)) if bitmaps else 0
 
 
+async def all_time_clients_by_app(connection: AsyncConnection) -> dict[int, BitMap]:
+    """Each app's clients with an appeal through it, ever (the union of its months); apps
+    without appeals are absent."""
+    months: dict[int, list[BitMap]] = defaultdict(list)
+    rows = await connection.execute(
+        select(rollup_clients.c.app_id, rollup_clients.c.clients).where(
+            rollup_clients.c.level == MONTH
+        )
+    )
+    for app_id, blob in rows:
+        months[app_id].append(BitMap.deserialize(blob))
+    return {app_id: _union(bitmaps) for app_id, bitmaps in months.items()}
+
+
 __all__ = [
+    "all_time_clients_by_app",
     "all_time_clients_from_store",
     "app_not_indexed",
     "cover",

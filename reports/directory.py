@@ -3,9 +3,11 @@
 import html
 from dataclasses import dataclass
 
+from pyroaring import BitMap
 from sqlalchemy import distinct, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from reports.aggregates import all_time_clients_by_app, store_ready
 from reports.i18n import format_number, translator
 from reports.schema import appeals, apps
 
@@ -19,6 +21,32 @@ class ChannelEntry:
 
 async def load_directory(connection: AsyncConnection) -> list[ChannelEntry]:
     """Channels by name, each with its apps by name; counts are distinct clients, all time."""
+    if await store_ready(connection):
+        return await _directory_from_store(connection)
+    return await directory_sql(connection)
+
+
+async def _directory_from_store(connection: AsyncConnection) -> list[ChannelEntry]:
+    """The directory from the store's month bitmaps: a client on two apps of a channel counts
+    once for the channel (a union, not a sum)."""
+    by_app = await all_time_clients_by_app(connection)
+    entries: dict[str, list[tuple[str, int]]] = {}
+    channel_clients: dict[str, BitMap] = {}
+    for app_id, channel, name in await connection.execute(
+        select(apps.c.id, apps.c.channel, apps.c.name).order_by(apps.c.channel, apps.c.name)
+    ):
+        clients = by_app.get(app_id, BitMap())
+        entries.setdefault(channel, []).append((name, len(clients)))
+        channel_clients[channel] = channel_clients.get(channel, BitMap()) | clients
+    return [
+        ChannelEntry(channel=channel, clients=len(channel_clients[channel]), apps=app_list)
+        for channel, app_list in entries.items()
+    ]
+
+
+async def directory_sql(connection: AsyncConnection) -> list[ChannelEntry]:
+    """The directory in plain SQL over appeals: the reference, and the answer while the store
+    is being built."""
     per_channel: dict[str, int] = dict(
         (
             await connection.execute(

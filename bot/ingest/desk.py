@@ -203,7 +203,7 @@ async def rederive_conversations(
         # The one write path: it keeps the store current for what it inserts.
         await store_appeals(connection, fresh)
     if affected:
-        await recompute_first_appeals(connection, affected)
+        await recompute_first_appeals(connection, clients.c.external_id.in_(affected))
         # A client left without any appeal must not count as new in the period it started.
         await connection.execute(
             delete(clients).where(

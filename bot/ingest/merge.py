@@ -13,12 +13,12 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Column,
+    ColumnElement,
     Insert,
     Integer,
     MetaData,
     Select,
     String,
-    Subquery,
     Table,
     and_,
     delete,
@@ -47,6 +47,9 @@ from reports.aggregates import hour_start, store_ready
 from reports.schema import NAME_MAX, UTCDateTime, appeals, apps, clients
 
 BATCH_SIZE = 5_000
+# Up to this many clients whose first appeal may move are named by id (SQLite allows 32,766
+# bound values per statement); more are selected again by their query.
+MOVERS_BY_ID = 5_000
 # SQLite's default 2 MB page cache thrashes while a big import updates the appeals indexes at
 # random places (1M rows: 30 s instead of 12 s); the connection gets this much during an import.
 SQLITE_IMPORT_CACHE_KIB = 64 * 1024
@@ -223,12 +226,6 @@ async def merge_staging(connection: AsyncConnection) -> int:
     if connection.dialect.name == "postgresql":
         # Autovacuum never analyzes temporary tables; without statistics the planner guesses.
         await connection.execute(text("ANALYZE import_staging"))
-    movers = first_appeal_candidates()
-    # Their first appeals (the store's old buckets), before new clients exist and before any
-    # first appeal moves.
-    before: dict[int, FirstAppeal] = {}
-    if maintain_store:
-        before = await first_appeals(connection, select(movers.c.id))
 
     new_apps = (
         select(staging.c.channel, staging.c.app)
@@ -239,6 +236,9 @@ async def merge_staging(connection: AsyncConnection) -> int:
         insert_ignoring(connection, apps).from_select(["channel", "name"], new_apps)
     )
 
+    # Clients above this id are the ones this merge creates (writers of a ready store are
+    # serialised): they had no first appeal before it.
+    last_existing = (await connection.scalar(select(func.max(clients.c.id)))) or 0
     # New clients need first_appeal_at at once (NOT NULL); the id is set below.
     new_clients = (
         select(staging.c.client_id, func.min(staging.c.created_at))
@@ -250,6 +250,22 @@ async def merge_staging(connection: AsyncConnection) -> int:
             ["external_id", "first_appeal_at"], new_clients
         )
     )
+    # After the new clients exist: a live batch reads the few ids once; a big import keeps the
+    # query, too many ids for one statement.
+    candidates = first_appeal_candidates()
+    found: list[int] = list(
+        (await connection.execute(candidates.limit(MOVERS_BY_ID + 1))).scalars()
+    )
+    movers: list[int] | Select[int] = found if len(found) <= MOVERS_BY_ID else candidates
+    # The first appeals of the clients that existed, before any moves: the store's old buckets.
+    before: dict[int, FirstAppeal] = {}
+    if maintain_store:
+        existed = (
+            [id_ for id_ in found if id_ <= last_existing]
+            if isinstance(movers, list)
+            else candidates.where(clients.c.id <= last_existing)
+        )
+        before = await first_appeals(connection, existed)
 
     new_appeals = (
         select(staging.c.appeal_id, clients.c.id, apps.c.id, staging.c.created_at)
@@ -269,18 +285,18 @@ async def merge_staging(connection: AsyncConnection) -> int:
     )
     new = inserted.rowcount
 
-    await recompute_first_appeals(connection, select(movers.c.external_id))
+    await recompute_first_appeals(connection, clients.c.id.in_(movers))
     if maintain_store and new:
-        await _refresh_store(connection, before, select(movers.c.id), new)
+        await _refresh_store(connection, before, movers, new)
     await connection.execute(text("DROP TABLE import_staging"))
     # A big import changes the value distribution the planner relies on.
     await analyze_after_write(connection, new)
     return new
 
 
-def first_appeal_candidates() -> Subquery:
-    """The staged clients whose first-ever appeal the merge may move: new ones, and those with
-    a staged appeal no later than their stored first appeal.
+def first_appeal_candidates() -> Select[int]:
+    """The ids of the staged clients whose first-ever appeal the merge may move: new ones, and
+    those with a staged appeal no later than their stored first appeal.
 
     A merge only adds appeals, so a first appeal can only move to an earlier staged one; a tie
     in time is decided by id, so ties are candidates too. Everyone else keeps theirs, which
@@ -294,7 +310,7 @@ def first_appeal_candidates() -> Subquery:
         .subquery("earliest")
     )
     return (
-        select(clients.c.id, clients.c.external_id)
+        select(clients.c.id)
         .select_from(clients.join(earliest, earliest.c.client_id == clients.c.external_id))
         .where(
             or_(
@@ -302,14 +318,13 @@ def first_appeal_candidates() -> Subquery:
                 clients.c.first_appeal_at >= earliest.c.created_at,
             )
         )
-        .subquery("movers")
     )
 
 
 async def _refresh_store(
     connection: AsyncConnection,
     before: dict[int, FirstAppeal],
-    movers: Select[Any],
+    movers: list[int] | Select[int],
     new: int,
 ) -> None:
     """Bring the store's buckets of the merged appeals and moved first appeals up to date."""
@@ -340,12 +355,13 @@ async def _refresh_store(
     )
 
 
-async def recompute_first_appeals(connection: AsyncConnection, external_ids: Any) -> None:
-    """Recompute the first-ever appeal of the clients with these external ids.
+async def recompute_first_appeals(
+    connection: AsyncConnection, which: ColumnElement[bool]
+) -> None:
+    """Recompute the first-ever appeal of the clients `which` selects (a condition on clients).
 
-    `external_ids` is a subquery or a list. An older appeal imported later moves the first
-    appeal; a re-derived conversation can move it either way. Ties at one instant go to the
-    smaller appeal id.
+    An older appeal imported later moves the first appeal; a re-derived conversation can move
+    it either way. Ties at one instant go to the smaller appeal id.
     """
     first = appeals.alias("first")
     first_id = (
@@ -362,7 +378,7 @@ async def recompute_first_appeals(connection: AsyncConnection, external_ids: Any
     )
     await connection.execute(
         update(clients)
-        .where(clients.c.external_id.in_(external_ids))
+        .where(which)
         .values(
             first_appeal_id=first_id,
             # A client whose only appeal a concurrent import took keeps its value.

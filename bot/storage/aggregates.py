@@ -238,16 +238,22 @@ async def grow_aggregates(
     written back instead of hours recomputed from the tables (the live webhook path).
     """
     hour = hour_expression(appeals.c.created_at, connection.dialect.name)
-    # (level, bucket, app) -> [appeals added, first-appeal count change, clients added]
-    grown: dict[tuple[int, int, int], list[Any]] = defaultdict(lambda: [0, 0, BitMap()])
+    # (app, hour) -> the clients of its new appeals, one entry per appeal
+    by_hour: dict[tuple[int, int], list[int]] = defaultdict(list)
     for app_id, h, client_id in await connection.execute(
         select(appeals.c.app_id, hour, appeals.c.client_id).where(
             appeals.c.id.in_(new_appeals)
         )
     ):
+        by_hour[(app_id, h)].append(client_id)
+    # (level, bucket, app) -> [appeals added, first-appeal count change, clients added]
+    grown: dict[tuple[int, int, int], list[Any]] = defaultdict(lambda: [0, 0, BitMap()])
+    # A live batch falls into a few hours: their days and months are worked out once each.
+    for (app_id, h), client_ids in by_hour.items():
+        added = BitMap(client_ids)
         for key in _bucket_keys(h, app_id):
-            grown[key][0] += 1
-            grown[key][2].add(client_id)
+            grown[key][0] += len(client_ids)
+            grown[key][2] |= added
     # (level, bucket) -> (clients whose first appeal left it, clients whose first appeal is in it)
     firsts: dict[tuple[int, int], tuple[BitMap, BitMap]] = defaultdict(
         lambda: (BitMap(), BitMap())

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.storage.aggregates import rebuild_aggregates
 from reports.aggregates import store_ready
+from reports.directory import ChannelEntry, directory_sql, load_directory
 from reports.metrics import build_report_from_store, build_report_sql, load_catalog
 from reports.model import Period, PeriodPair, Report, ReportFilter
 from reports.store_schema import rollup_clients, rollup_first
@@ -75,6 +76,15 @@ async def store_rows(engine: AsyncEngine, *, rebuilt: bool = False) -> dict[str,
 async def assert_store_current(engine: AsyncEngine) -> None:
     """What the write path kept equals what a rebuild from the tables gives."""
     assert await store_rows(engine) == await store_rows(engine, rebuilt=True)
+
+
+async def assert_directory_same(engine: AsyncEngine) -> list[ChannelEntry]:
+    """/channels from the store equals its plain SQL."""
+    async with engine.connect() as connection:
+        assert await store_ready(connection)
+        store, sql = await load_directory(connection), await directory_sql(connection)
+    assert store == sql
+    return store
 
 
 def random_period(rng: random.Random, low: datetime, high: datetime) -> PeriodPair:

@@ -7,7 +7,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.ingest.desk import DeskEvent, store_desk_events
 from bot.storage.engine import write_transaction
-from tests.aggregates.support import assert_same, assert_store_current, filters, random_period
+from tests.aggregates.support import (
+    assert_directory_same,
+    assert_same,
+    assert_store_current,
+    filters,
+    random_period,
+)
 
 T0 = datetime(2026, 11, 28, 21, 30, tzinfo=UTC)
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -55,6 +61,8 @@ async def test_the_store_equals_plain_sql_after_webhooks_in_random_order(
             # What the write path kept equals what a rebuild from the tables gives.
             await assert_store_current(engine)
     await assert_store_current(engine)
+    # Webhooks move appeals between apps (an inbox renamed, a conversation re-derived).
+    await assert_directory_same(engine)
     for _ in range(25):
         periods = random_period(rng, T0 - timedelta(days=1), T0 + timedelta(days=4))
         for flt in await filters(engine):

@@ -1,16 +1,18 @@
 """Migrations build the schema on both backends and the UTC column keeps instants exact."""
 
 from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, insert, select, text
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.storage.engine import migrate
 from bot.storage.tables import metadata
-from reports.schema import appeals, apps, clients
+from reports.schema import UTCDateTime, appeals, apps, clients
 
 MSK = timezone(timedelta(hours=3))
 
@@ -85,3 +87,22 @@ async def test_migrations_build_exactly_the_declared_schema(engine: AsyncEngine)
 
     async with engine.connect() as connection:
         assert await connection.run_sync(differences) == []
+
+
+def test_sqlite_instants_are_written_as_sqlalchemys_datetime_writes_them() -> None:
+    # The fast bind processor must write exactly the text SQLAlchemy's DATETIME would: stored
+    # rows are compared as text with rows written before it, and by SQLite's date functions.
+    dialect = sqlite.dialect()
+    ours = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    reference = sqlite.DATETIME().bind_processor(dialect)
+    for instant in (
+        datetime(2026, 11, 26, 21, 0, tzinfo=UTC),
+        datetime(2026, 1, 1, 0, 0, 0, 1, tzinfo=MSK),
+        datetime(999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2024, 2, 29, 12, 30, 5, 120000, tzinfo=ZoneInfo("Asia/Kathmandu")),
+    ):
+        expected = reference(instant.astimezone(UTC).replace(tzinfo=None))
+        assert ours(instant) == expected
+    assert ours(None) is None
+    with pytest.raises(ValueError, match="naive datetime"):
+        ours(datetime(2026, 1, 1))  # noqa: DTZ001
