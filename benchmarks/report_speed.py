@@ -5,9 +5,10 @@ DuckDB is a benchmark-only extra (`pip install -e '.[bench]'`, done by `make ben
 
 Each time is the whole report (the period, its previous period and all-time clients), the
 median of --repeats runs (plain SQL: one run, it is the reference); every row checks that the
-three give the same numbers. Then five batches of 1,000 new appeals are applied live through
-the write path, each timed with its commit, the store is checked again, and its size is
-printed. The engine is the bot's: commits leave the WAL to the background checkpoint task.
+three give the same numbers. Then eleven batches of 1,000 new appeals are applied live through
+the write path, each timed with its commit (the first apart, the median of the other ten), the
+store is checked again, and its size is printed. The engine is the bot's: commits leave the WAL
+to the background checkpoint task.
 """
 
 import argparse
@@ -39,7 +40,7 @@ ZONE = ZoneInfo("Asia/Kolkata")
 CHANNEL = "whatsapp"
 DAYS = 730
 LIVE_APPEALS = 1_000
-LIVE_BATCHES = 5
+LIVE_BATCHES = 11
 APPS = [
     ("whatsapp", "Sales", 22),
     ("whatsapp", "Support", 18),
@@ -272,12 +273,17 @@ async def run(rows: int, database_url: str | None, repeats: int) -> None:
                 totals.append(time.perf_counter() - started)
                 duck_append(duck, live)
             merge._refresh_store = refresh
+            # The first batch also compiles the write statements and reads pages the import
+            # left cold; the rest is what a running bot pays per batch.
+            steady, steady_store = totals[1:], store_parts[1:]
             print(
-                f"\n{LIVE_APPEALS:,} live appeals applied in one transaction, commit included "
-                f"({LIVE_BATCHES} batches): median {statistics.median(totals) * 1000:.0f} ms, "
-                f"max {max(totals) * 1000:.0f} ms; of which keeping the store current: median "
-                f"{statistics.median(store_parts) * 1000:.0f} ms"
+                f"\n{LIVE_APPEALS:,} live appeals applied in one transaction, commit included: "
+                f"first batch {totals[0] * 1000:.0f} ms (store {store_parts[0] * 1000:.0f} ms); "
+                f"the next {len(steady)}: median {statistics.median(steady) * 1000:.0f} ms, "
+                f"max {max(steady) * 1000:.0f} ms, of which keeping the store current: median "
+                f"{statistics.median(steady_store) * 1000:.0f} ms"
             )
+            print("each batch, ms: " + ", ".join(f"{took * 1000:.0f}" for took in totals))
             print("after the live batches:")
             same &= await compare_all(engine, duck, now, repeats, heading=True)
             async with engine.connect() as connection:
