@@ -47,9 +47,10 @@ from reports.aggregates import hour_start, store_ready
 from reports.schema import NAME_MAX, UTCDateTime, appeals, apps, clients
 
 BATCH_SIZE = 5_000
-# Up to this many clients whose first appeal may move are named by id (SQLite allows 32,766
-# bound values per statement); more are selected again by their query.
-MOVERS_BY_ID = 5_000
+# Up to this many clients whose first appeal may move are named by id (SQLite before 3.32
+# allows 999 bound values per statement; a live batch of 1,000 appeals has about a hundred);
+# more are selected again by their query.
+MOVERS_BY_ID = 900
 # SQLite's default 2 MB page cache thrashes while a big import updates the appeals indexes at
 # random places (1M rows: 30 s instead of 12 s); the connection gets this much during an import.
 SQLITE_IMPORT_CACHE_KIB = 64 * 1024
