@@ -4,10 +4,11 @@ Every way appeals arrive (file import, the HTTP API, desk webhooks, demo data) e
 the caller's transaction, so each client's first-ever appeal is always current.
 """
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from itertools import islice
 from typing import Any, NamedTuple
 
@@ -21,6 +22,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    bindparam,
     delete,
     exists,
     func,
@@ -43,7 +45,7 @@ from bot.storage.aggregates import (
     refresh_aggregates,
 )
 from bot.storage.statistics import analyze_after_write
-from reports.aggregates import hour_start, store_ready
+from reports.aggregates import hour_floor, hour_start, store_ready
 from reports.schema import NAME_MAX, UTCDateTime, appeals, apps, clients
 
 BATCH_SIZE = 5_000
@@ -113,19 +115,50 @@ class AppealRow(NamedTuple):
 async def store_appeals(connection: AsyncConnection, rows: Iterable[AppealRow]) -> ImportResult:
     """Apply already validated rows through the importer's path, in the caller's transaction."""
     await create_staging(connection)
+    # The rows are in hand: the first occurrence of each appeal_id is kept here, so the merge
+    # needs no index and no statement to find repeats.
+    seen: set[str] = set()
     iterator = iter(rows)
-    count = 0
+    count = staged = 0
     while chunk := list(islice(iterator, BATCH_SIZE)):
-        batch = [{"line": count + offset, **row._asdict()} for offset, row in enumerate(chunk, 1)]
         count += len(chunk)
-        await connection.execute(staging.insert(), batch)
-    new = await merge_staging(connection)
+        batch = []
+        for row in chunk:
+            if row.appeal_id not in seen:
+                seen.add(row.appeal_id)
+                staged += 1
+                batch.append((staged, *row))
+        await _stage(connection, batch)
+    new = await merge_staging(connection, unique=True)
     return ImportResult(rows=count, new=new, duplicates=count - new)
 
 
 async def stage_rows(connection: AsyncConnection, batch: list[dict[str, Any]]) -> None:
     """Add validated rows (with their `line`) to the staging table of this transaction."""
-    await connection.execute(staging.insert(), batch)
+    await _stage(connection, [tuple(row[name] for name in _STAGED) for row in batch])
+
+
+# The staging table's columns in the order _stage takes them.
+_STAGED = ("line", "appeal_id", "client_id", "channel", "app", "created_at")
+_staging_inserts: dict[tuple[str, str], tuple[str, Callable[[Any], Any]]] = {}
+
+
+async def _stage(connection: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
+    """Insert (line, appeal_id, client_id, channel, app, created_at) tuples into staging.
+
+    Handed to the driver as they are: SQLAlchemy's per-row parameter handling cost more than
+    the insert itself (a live batch of 1,000: about 10 ms of 15).
+    """
+    dialect = connection.dialect
+    key = (dialect.name, dialect.driver)
+    if key not in _staging_inserts:
+        compiled = staging.insert().compile(dialect=dialect)
+        if tuple(compiled.positiontup or ()) != _STAGED:
+            raise RuntimeError(f"unexpected staging parameters {compiled.positiontup!r}")
+        instant = staging.c.created_at.type.bind_processor(dialect) or (lambda value: value)
+        _staging_inserts[key] = (str(compiled), instant)
+    sql, instant = _staging_inserts[key]
+    await connection.exec_driver_sql(sql, [(*row[:5], instant(row[5])) for row in rows])
 
 
 @asynccontextmanager
@@ -191,7 +224,10 @@ async def create_staging(connection: AsyncConnection) -> None:
 
 def insert_ignoring(connection: AsyncConnection, table: Table) -> Insert:
     """INSERT that can skip rows a concurrent import added (ON CONFLICT DO NOTHING)."""
-    dialect = connection.dialect.name
+    return _insert_ignoring(connection.dialect.name, table)
+
+
+def _insert_ignoring(dialect: str, table: Table) -> Insert:
     if dialect == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing()
     if dialect == "sqlite":
@@ -199,75 +235,29 @@ def insert_ignoring(connection: AsyncConnection, table: Table) -> Insert:
     raise RuntimeError(f"unsupported database dialect {dialect!r}")
 
 
-async def merge_staging(connection: AsyncConnection) -> int:
-    """Move staged rows into apps, clients and appeals; return how many appeals were new."""
-    maintain_store = await store_ready(connection)
-    if maintain_store:
-        # Before the duplicates are dropped: then no other writer adds one of the staged
-        # appeals before this one inserts, and what stays staged is exactly what is new.
-        await lock_aggregates(connection)
-    # Built after loading: one sort is cheaper than keeping the index up to date per batch.
-    await connection.execute(
-        text("CREATE INDEX ix_import_staging_appeal ON import_staging (appeal_id, line)")
-    )
-    earlier = staging.alias("earlier")
-    # Keep the first occurrence of each appeal_id in the file ...
-    await connection.execute(
-        delete(staging).where(
-            exists().where(
-                earlier.c.appeal_id == staging.c.appeal_id, earlier.c.line < staging.c.line
-            )
-        )
-    )
-    # ... and drop those already imported, so what stays is exactly the new appeals and only
-    # their apps and clients get created.
-    await connection.execute(
-        delete(staging).where(exists().where(appeals.c.external_id == staging.c.appeal_id))
-    )
-    if connection.dialect.name == "postgresql":
-        # Autovacuum never analyzes temporary tables; without statistics the planner guesses.
-        await connection.execute(text("ANALYZE import_staging"))
+class _MergeStatements(NamedTuple):
+    add_apps: Insert
+    add_clients: Insert
+    add_appeals: Insert
+    # (app_id, UTC hour, client_id) of the merged appeals: what the store grows by.
+    merged_buckets: Select[Any]
 
+
+@cache
+def _merge_statements(dialect: str) -> _MergeStatements:
+    """The merge's statements, built once a dialect: a live batch of a thousand appeals paid
+    more for building and keying them than for running most of them."""
     new_apps = (
         select(staging.c.channel, staging.c.app)
         .where(~exists().where(apps.c.channel == staging.c.channel, apps.c.name == staging.c.app))
         .distinct()
     )
-    await connection.execute(
-        insert_ignoring(connection, apps).from_select(["channel", "name"], new_apps)
-    )
-
-    # Clients above this id are the ones this merge creates (writers of a ready store are
-    # serialised): they had no first appeal before it.
-    last_existing = (await connection.scalar(select(func.max(clients.c.id)))) or 0
-    # New clients need first_appeal_at at once (NOT NULL); the id is set below.
+    # New clients need first_appeal_at at once (NOT NULL); the id is set by the merge.
     new_clients = (
         select(staging.c.client_id, func.min(staging.c.created_at))
         .where(~exists().where(clients.c.external_id == staging.c.client_id))
         .group_by(staging.c.client_id)
     )
-    await connection.execute(
-        insert_ignoring(connection, clients).from_select(
-            ["external_id", "first_appeal_at"], new_clients
-        )
-    )
-    # After the new clients exist: a live batch reads the few ids once; a big import keeps the
-    # query, too many ids for one statement.
-    candidates = first_appeal_candidates()
-    found: list[int] = list(
-        (await connection.execute(candidates.limit(MOVERS_BY_ID + 1))).scalars()
-    )
-    movers: list[int] | Select[int] = found if len(found) <= MOVERS_BY_ID else candidates
-    # The first appeals of the clients that existed, before any moves: the store's old buckets.
-    before: dict[int, FirstAppeal] = {}
-    if maintain_store:
-        existed = (
-            [id_ for id_ in found if id_ <= last_existing]
-            if isinstance(movers, list)
-            else candidates.where(clients.c.id <= last_existing)
-        )
-        before = await first_appeals(connection, existed)
-
     new_appeals = (
         select(staging.c.appeal_id, clients.c.id, apps.c.id, staging.c.created_at)
         .select_from(
@@ -279,16 +269,98 @@ async def merge_staging(connection: AsyncConnection) -> int:
         .where(~exists().where(appeals.c.external_id == staging.c.appeal_id))
         .order_by(staging.c.line)
     )
-    inserted = await connection.execute(
-        insert_ignoring(connection, appeals).from_select(
+    return _MergeStatements(
+        add_apps=_insert_ignoring(dialect, apps).from_select(["channel", "name"], new_apps),
+        add_clients=_insert_ignoring(dialect, clients).from_select(
+            ["external_id", "first_appeal_at"], new_clients
+        ),
+        add_appeals=_insert_ignoring(dialect, appeals).from_select(
             ["external_id", "client_id", "app_id", "created_at"], new_appeals
-        )
+        ),
+        # The appeals above the largest id before the merge: one range of the primary key.
+        merged_buckets=select(
+            appeals.c.app_id,
+            hour_expression(appeals.c.created_at, dialect),
+            appeals.c.client_id,
+        ).where(appeals.c.id > bindparam("last")),
     )
+
+
+_earlier = staging.alias("earlier")
+# Keep the first occurrence of each appeal_id in the file ...
+_DROP_REPEATED = delete(staging).where(
+    exists().where(_earlier.c.appeal_id == staging.c.appeal_id, _earlier.c.line < staging.c.line)
+)
+# ... and drop those already imported, so what stays is exactly the new appeals and only
+# their apps and clients get created.
+_DROP_STORED = delete(staging).where(exists().where(appeals.c.external_id == staging.c.appeal_id))
+# The largest ids before a merge: clients and appeals above them are the ones it creates.
+_LAST_IDS = select(
+    select(func.max(clients.c.id)).scalar_subquery(),
+    select(func.max(appeals.c.id)).scalar_subquery(),
+)
+
+
+async def merge_staging(connection: AsyncConnection, *, unique: bool = False) -> int:
+    """Move staged rows into apps, clients and appeals; return how many appeals were new.
+
+    unique=True promises that no appeal_id is staged twice (store_appeals drops repeats).
+    """
+    statements = _merge_statements(connection.dialect.name)
+    maintain_store = await store_ready(connection)
+    if maintain_store:
+        # Before the duplicates are dropped: then no other writer adds one of the staged
+        # appeals before this one inserts, and what stays staged is exactly what is new.
+        await lock_aggregates(connection)
+    if not unique:
+        # Built after loading: one sort is cheaper than keeping the index up to date per batch.
+        await connection.execute(
+            text("CREATE INDEX ix_import_staging_appeal ON import_staging (appeal_id, line)")
+        )
+        await connection.execute(_DROP_REPEATED)
+    await connection.execute(_DROP_STORED)
+    if connection.dialect.name == "postgresql":
+        # Autovacuum never analyzes temporary tables; without statistics the planner guesses.
+        await connection.execute(text("ANALYZE import_staging"))
+    await connection.execute(statements.add_apps)
+
+    last_client = last_appeal = 0
+    if maintain_store:
+        # Writers of a ready store are serialised, so the clients and appeals above these ids
+        # are the ones this merge creates: the new clients had no first appeal before it.
+        last_client, last_appeal = (
+            value or 0 for value in (await connection.execute(_LAST_IDS)).one()
+        )
+    await connection.execute(statements.add_clients)
+    # After the new clients exist: a live batch reads the few candidates once, with their
+    # first appeals as stored (the store's old buckets); a big import keeps the query, too
+    # many ids for one statement.
+    found = (await connection.execute(_CANDIDATE_FIRSTS.limit(MOVERS_BY_ID + 1))).all()
+    movers: list[int] | Select[int] = (
+        [row.id for row in found] if len(found) <= MOVERS_BY_ID else _CANDIDATES
+    )
+    # The first appeals of the clients that existed, before any moves.
+    before: dict[int, FirstAppeal] = {}
+    if maintain_store:
+        if isinstance(movers, list):
+            before = {
+                id_: FirstAppeal(appeal_id, app_id, hour_floor(first_at))
+                for id_, appeal_id, app_id, first_at in found
+                if id_ <= last_client
+            }
+        else:
+            existed = _CANDIDATES.where(clients.c.id <= last_client)
+            before = await first_appeals(connection, existed)
+
+    inserted = await connection.execute(statements.add_appeals)
     new = inserted.rowcount
 
-    await recompute_first_appeals(connection, clients.c.id.in_(movers))
+    if isinstance(movers, list):
+        await connection.execute(_RECOMPUTE_FIRST_BY_ID, {"ids": movers})
+    else:
+        await recompute_first_appeals(connection, clients.c.id.in_(movers))
     if maintain_store and new:
-        await _refresh_store(connection, before, movers, new)
+        await _refresh_store(connection, statements, before, movers, new, last_appeal)
     await connection.execute(text("DROP TABLE import_staging"))
     # A big import changes the value distribution the planner relies on.
     await analyze_after_write(connection, new)
@@ -322,17 +394,27 @@ def first_appeal_candidates() -> Select[int]:
     )
 
 
+_CANDIDATES = first_appeal_candidates()
+# The candidates with their first appeals as stored: id, first_appeal_id, its app_id and
+# first_appeal_at, the columns of bot.storage.aggregates.first_appeals.
+_CANDIDATE_FIRSTS = _CANDIDATES.add_columns(
+    clients.c.first_appeal_id, appeals.c.app_id, clients.c.first_appeal_at
+).outerjoin(appeals, appeals.c.id == clients.c.first_appeal_id)
+
+
 async def _refresh_store(
     connection: AsyncConnection,
+    statements: _MergeStatements,
     before: dict[int, FirstAppeal],
     movers: list[int] | Select[int],
     new: int,
+    last_appeal: int,
 ) -> None:
     """Bring the store's buckets of the merged appeals and moved first appeals up to date."""
     after = await first_appeals(connection, movers)
-    merged = select(appeals.c.id).where(appeals.c.external_id.in_(select(staging.c.appeal_id)))
     if new <= GROW_MAX_APPEALS:
         # A live batch: its appeals are added to the buckets they fall in.
+        merged = await connection.execute(statements.merged_buckets, {"last": last_appeal})
         await grow_aggregates(connection, new_appeals=merged, before=before, after=after)
         return
     hour = hour_expression(staging.c.created_at, connection.dialect.name)
@@ -356,14 +438,8 @@ async def _refresh_store(
     )
 
 
-async def recompute_first_appeals(
-    connection: AsyncConnection, which: ColumnElement[bool]
-) -> None:
-    """Recompute the first-ever appeal of the clients `which` selects (a condition on clients).
-
-    An older appeal imported later moves the first appeal; a re-derived conversation can move
-    it either way. Ties at one instant go to the smaller appeal id.
-    """
+def _first_appeal_values() -> dict[str, Any]:
+    """The first-ever appeal of each updated client, from its appeals (SET of an UPDATE)."""
     first = appeals.alias("first")
     first_id = (
         select(first.c.id)
@@ -377,12 +453,26 @@ async def recompute_first_appeals(
         .where(first.c.client_id == clients.c.id)
         .scalar_subquery()
     )
-    await connection.execute(
-        update(clients)
-        .where(which)
-        .values(
-            first_appeal_id=first_id,
-            # A client whose only appeal a concurrent import took keeps its value.
-            first_appeal_at=func.coalesce(first_at, clients.c.first_appeal_at),
-        )
-    )
+    # A client whose only appeal a concurrent import took keeps its value.
+    return {
+        "first_appeal_id": first_id,
+        "first_appeal_at": func.coalesce(first_at, clients.c.first_appeal_at),
+    }
+
+
+_FIRST_APPEAL_VALUES = _first_appeal_values()
+# The live batch's form, built once: the clients named by id.
+_RECOMPUTE_FIRST_BY_ID = (
+    update(clients)
+    .where(clients.c.id.in_(bindparam("ids", expanding=True)))
+    .values(_FIRST_APPEAL_VALUES)
+)
+
+
+async def recompute_first_appeals(connection: AsyncConnection, which: ColumnElement[bool]) -> None:
+    """Recompute the first-ever appeal of the clients `which` selects (a condition on clients).
+
+    An older appeal imported later moves the first appeal; a re-derived conversation can move
+    it either way. Ties at one instant go to the smaller appeal id.
+    """
+    await connection.execute(update(clients).where(which).values(_FIRST_APPEAL_VALUES))

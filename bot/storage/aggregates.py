@@ -15,8 +15,9 @@ all inside the write's own transaction:
    new_hours, first_hours=changed_firsts)`. Pass `inserts_only=True` only when no appeal was
    deleted or moved (bot.ingest.merge does): months are then grown instead of re-unioned.
    A write that only inserted up to GROW_MAX_APPEALS appeals may instead call
-   `grow_aggregates(connection, new_appeals=<select of exactly their ids>, before=before,
-   after=<first_appeals after the write>)`, which adds them to the buckets of every level.
+   `grow_aggregates(connection, new_appeals=<(app_id, hour, client_id) of exactly those>,
+   before=before, after=<first_appeals after the write>)`, which adds them to the buckets of
+   every level.
    A writer that deletes every appeal calls clear_aggregates instead.
 
 refresh_aggregates recomputes the named hour buckets from the appeals and clients tables (so a
@@ -33,15 +34,18 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
+from functools import cache
 from typing import Any, NamedTuple
 
 from pyroaring import BitMap
 from sqlalchemy import (
     ColumnElement,
+    Insert,
     Integer,
     Select,
     Table,
     and_,
+    bindparam,
     cast,
     delete,
     extract,
@@ -146,22 +150,30 @@ def _blob(bitmap: BitMap) -> bytes:
     return bitmap.serialize()
 
 
+# The first appeals of clients named by id, built once: a live batch names its few clients,
+# and building this select per batch cost more Python than running it.
+_FIRST_APPEALS_BY_ID = (
+    select(clients.c.id, clients.c.first_appeal_id, appeals.c.app_id, clients.c.first_appeal_at)
+    .select_from(clients.outerjoin(appeals, appeals.c.id == clients.c.first_appeal_id))
+    .where(clients.c.id.in_(bindparam("ids", expanding=True)))
+)
+
+
 async def first_appeals(
     connection: AsyncConnection, client_ids: Select[Any] | Collection[int]
 ) -> dict[int, FirstAppeal]:
     """The first appeal (id, app, UTC hour) of each of these clients, as stored now."""
-    query = (
-        select(
-            clients.c.id, clients.c.first_appeal_id, appeals.c.app_id, clients.c.first_appeal_at
+    if isinstance(client_ids, Select):
+        rows = await connection.execute(
+            select(*_FIRST_APPEALS_BY_ID.selected_columns)
+            .select_from(clients.outerjoin(appeals, appeals.c.id == clients.c.first_appeal_id))
+            .where(clients.c.id.in_(client_ids))
         )
-        .select_from(clients.outerjoin(appeals, appeals.c.id == clients.c.first_appeal_id))
-        .where(
-            clients.c.id.in_(client_ids if isinstance(client_ids, Select) else list(client_ids))
-        )
-    )
+    else:
+        rows = await connection.execute(_FIRST_APPEALS_BY_ID, {"ids": list(client_ids)})
     return {
-        row.id: FirstAppeal(row.first_appeal_id, row.app_id, hour_floor(row.first_appeal_at))
-        for row in await connection.execute(query)
+        client_id: FirstAppeal(appeal_id, app_id, hour_floor(first_at))
+        for client_id, appeal_id, app_id, first_at in rows
     }
 
 
@@ -224,34 +236,30 @@ async def refresh_aggregates(
 async def grow_aggregates(
     connection: AsyncConnection,
     *,
-    new_appeals: Select[Any],
+    new_appeals: Iterable[tuple[int, int, int]],
     before: dict[int, FirstAppeal],
     after: dict[int, FirstAppeal],
 ) -> None:
     """Add a write's newly inserted appeals to the buckets of every level, exactly.
 
-    Only for a write that inserted appeals and deleted or moved none; `new_appeals` selects the
-    ids of exactly the inserted ones, and `before`/`after` are the first appeals of every client
-    they belong to, taken under lock_aggregates before and after the write. With appeals only
-    added, each bucket's clients and appeal count only grow, and its first-appeal count changes
-    by the clients whose first appeal moved into or out of it: a handful of rows read and
-    written back instead of hours recomputed from the tables (the live webhook path).
+    Only for a write that inserted appeals and deleted or moved none; `new_appeals` are the
+    (app_id, UTC hour, client_id) of exactly the inserted ones, and `before`/`after` are the
+    first appeals of every client they belong to, taken under lock_aggregates before and after
+    the write. With appeals only added, each bucket's clients and appeal count only grow, and
+    its first-appeal count changes by the clients whose first appeal moved into or out of it:
+    a handful of rows read and written back instead of hours recomputed from the tables (the
+    live webhook path).
     """
-    hour = hour_expression(appeals.c.created_at, connection.dialect.name)
     # (app, hour) -> the clients of its new appeals, one entry per appeal
     by_hour: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for app_id, h, client_id in await connection.execute(
-        select(appeals.c.app_id, hour, appeals.c.client_id).where(
-            appeals.c.id.in_(new_appeals)
-        )
-    ):
-        by_hour[(app_id, h)].append(client_id)
+    for app_id, hour, client_id in new_appeals:
+        by_hour[(app_id, hour)].append(client_id)
     # (level, bucket, app) -> [appeals added, first-appeal count change, clients added]
     grown: dict[tuple[int, int, int], list[Any]] = defaultdict(lambda: [0, 0, BitMap()])
     # A live batch falls into a few hours: their days and months are worked out once each.
-    for (app_id, h), client_ids in by_hour.items():
+    for (app_id, hour), client_ids in by_hour.items():
         added = BitMap(client_ids)
-        for key in _bucket_keys(h, app_id):
+        for key in _bucket_keys(hour, app_id):
             grown[key][0] += len(client_ids)
             grown[key][2] |= added
     # (level, bucket) -> (clients whose first appeal left it, clients whose first appeal is in it)
@@ -281,30 +289,44 @@ def _bucket_keys(hour: int, app_id: int) -> list[tuple[int, int, int]]:
     return [(HOUR, hour, app_id), (DAY, day_of(hour), app_id), (MONTH, month_of(hour), app_id)]
 
 
-def _by_level(table: Table, keys: Iterable[tuple[int, ...]]) -> ColumnElement[bool]:
-    """Rows of these (level, bucket[, app]) keys, or a few more: callers match keys exactly."""
-    buckets: dict[int, set[int]] = defaultdict(set)
-    for level, bucket, *_ in keys:
-        buckets[level].add(bucket)
+def _of_levels(table: Table) -> ColumnElement[bool]:
+    """Rows of the buckets bound as `hours`, `days` and `months`, each list at its level."""
     return or_(
         *(
-            and_(table.c.level == level, table.c.bucket.in_(sorted(found)))
-            for level, found in sorted(buckets.items())
+            and_(table.c.level == level, table.c.bucket.in_(bindparam(name, expanding=True)))
+            for level, name in ((HOUR, "hours"), (DAY, "days"), (MONTH, "months"))
         )
     )
+
+
+def _level_params(keys: Iterable[tuple[int, ...]]) -> dict[str, list[int]]:
+    """The bound lists of _of_levels for these (level, bucket[, app]) keys: callers then match
+    keys exactly, as a row of another key may come too."""
+    buckets: dict[int, set[int]] = {HOUR: set(), DAY: set(), MONTH: set()}
+    for level, bucket, *_ in keys:
+        buckets[level].add(bucket)
+    return {
+        name: sorted(buckets[level])
+        for level, name in ((HOUR, "hours"), (DAY, "days"), (MONTH, "months"))
+    }
+
+
+# The statements of a live batch, built once: building and keying them per batch cost more
+# Python than running them.
+_STORED_CLIENT_BUCKETS = select(rollup_clients).where(
+    _of_levels(rollup_clients), rollup_clients.c.app_id.in_(bindparam("apps", expanding=True))
+)
+_STORED_FIRST_BUCKETS = select(rollup_first).where(_of_levels(rollup_first))
+_DELETE_FIRST_BUCKETS = delete(rollup_first).where(_of_levels(rollup_first))
 
 
 async def _grow_rollup_clients(
     connection: AsyncConnection, grown: dict[tuple[int, int, int], list[Any]]
 ) -> None:
-    apps = sorted({app_id for _, _, app_id in grown})
+    params = _level_params(grown) | {"apps": sorted({app_id for _, _, app_id in grown})}
     stored = {
         (row.level, row.bucket, row.app_id): row
-        for row in await connection.execute(
-            select(rollup_clients).where(
-                _by_level(rollup_clients, grown), rollup_clients.c.app_id.in_(apps)
-            )
-        )
+        for row in await connection.execute(_STORED_CLIENT_BUCKETS, params)
     }
     values = []
     for (level, bucket, app_id), (added, first_change, new_clients) in grown.items():
@@ -320,7 +342,7 @@ async def _grow_rollup_clients(
                 "clients": _blob(bitmap | new_clients),
             }
         )
-    await _upsert(connection, rollup_clients, values)
+    await connection.execute(_upsert(connection.dialect.name, rollup_clients), values)
 
 
 async def _grow_rollup_first(
@@ -328,9 +350,7 @@ async def _grow_rollup_first(
 ) -> None:
     stored = {
         (row.level, row.bucket): BitMap.deserialize(row.clients)
-        for row in await connection.execute(
-            select(rollup_first).where(_by_level(rollup_first, firsts))
-        )
+        for row in await connection.execute(_STORED_FIRST_BUCKETS, _level_params(firsts))
     }
     values, emptied = [], []
     for (level, bucket), (left, arrived) in firsts.items():
@@ -341,23 +361,23 @@ async def _grow_rollup_first(
         elif (level, bucket) in stored:
             emptied.append((level, bucket))
     if emptied:
-        await connection.execute(delete(rollup_first).where(_by_level(rollup_first, emptied)))
+        await connection.execute(_DELETE_FIRST_BUCKETS, _level_params(emptied))
     if values:
-        await _upsert(connection, rollup_first, values)
+        await connection.execute(_upsert(connection.dialect.name, rollup_first), values)
 
 
-async def _upsert(connection: AsyncConnection, table: Table, values: list[dict[str, Any]]) -> None:
-    """Insert the rows, or overwrite the stored row with the same primary key."""
-    insert = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(
-        table
-    )
+@cache
+def _upsert(dialect: str, table: Table) -> Insert:
+    """Insert rows, or overwrite the stored row with the same primary key (built once a table)."""
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
     key = [column.name for column in table.primary_key]
-    await connection.execute(
-        insert.on_conflict_do_update(
-            index_elements=key,
-            set_={name: insert.excluded[name] for name in values[0] if name not in key},
-        ),
-        values,
+    return insert.on_conflict_do_update(
+        index_elements=key,
+        set_={
+            column.name: insert.excluded[column.name]
+            for column in table.columns
+            if column.name not in key
+        },
     )
 
 

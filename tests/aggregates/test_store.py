@@ -14,12 +14,14 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.ingest import merge
+from bot.ingest.merge import AppealRow
 from bot.storage.aggregates import (
     appeal_hours,
     first_appeal_changes,
     first_appeals,
     refresh_aggregates,
 )
+from bot.storage.engine import write_transaction
 from reports.aggregates import cover, hour_floor, hour_start
 from reports.metrics import build_report
 from reports.model import Period, PeriodPair, ReportFilter
@@ -34,7 +36,8 @@ from tests.aggregates.support import (
     random_period,
     utc,
 )
-from tests.datasets import OLD_ROWS, ROWS_IN_AND_AROUND_P, VIP, VK_GROUP, load
+from tests.conftest import migrated
+from tests.datasets import OLD_ROWS, ROWS_IN_AND_AROUND_P, VIP, VK_GROUP, load, stored_appeals
 
 MSK = ZoneInfo("Europe/Moscow")
 APPS = [
@@ -242,3 +245,50 @@ async def test_another_write_path_replacing_appeals(engine: AsyncEngine, tmp_pat
 def test_hour_helpers_round_trip() -> None:
     moment = utc(2025, 6, 1, 13, 59, 59)
     assert hour_start(hour_floor(moment)) == utc(2025, 6, 1, 13)
+
+
+async def first_appeal_rows(engine: AsyncEngine) -> list[tuple[str, str | None]]:
+    """Each client's external id and the external id of its first-ever appeal."""
+    query = (
+        select(clients.c.external_id, appeals.c.external_id)
+        .select_from(clients.outerjoin(appeals, appeals.c.id == clients.c.first_appeal_id))
+        .order_by(clients.c.external_id)
+    )
+    async with engine.connect() as connection:
+        return [(client, first) for client, first in await connection.execute(query)]
+
+
+async def test_rows_in_hand_are_stored_as_a_file_of_them_is_imported(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    # store_appeals (webhooks, demo data) drops repeats itself and finds its appeals by id
+    # range; the import finds repeats with an index. Both must leave the same tables and store.
+    rng = random.Random(23)
+    rows = generated_rows(rng, 700)
+    rng.shuffle(rows)
+    # The same appeal_id again in one batch, with another client, app and time: the first wins.
+    repeats = [(appeal, "c-other", "vk", "Группа ВК", rows[0][4]) for appeal, *_ in rows[5:25]]
+    # Two appeals of a new client at one instant: the first in the batch is its first appeal.
+    tie = [
+        ("tie-b", "c-tie", "email", "Inbox", rows[3][4]),
+        ("tie-a", "c-tie", "vk", "Группа ВК", rows[3][4]),
+    ]
+    batches = [rows[:300] + repeats + tie, rows[280:500], rows[500:]]
+    async with migrated(f"sqlite+aiosqlite:///{tmp_path / 'imported.db'}") as imported:
+        for number, batch in enumerate(batches):
+            in_hand = [
+                AppealRow(appeal, client, channel, app, datetime.fromisoformat(moment))
+                for appeal, client, channel, app, moment in batch
+            ]
+            async with write_transaction(engine) as connection:
+                result = await merge.store_appeals(connection, in_hand)
+            await load(imported, tmp_path, batch, f"batch{number}")
+            await assert_store_current(engine)
+            assert await stored_appeals(engine) == await stored_appeals(imported)
+            assert await first_appeal_rows(engine) == await first_appeal_rows(imported)
+            assert result.rows == len(batch)
+            assert result.new + result.duplicates == len(batch)
+        assert result.new == len(rows) - 500
+    stored_clients = {appeal: client for appeal, client, *_ in await stored_appeals(engine)}
+    assert all(stored_clients[appeal] == client for appeal, client, *_ in rows[5:25])
+    assert ("c-tie", "tie-b") in await first_appeal_rows(engine)

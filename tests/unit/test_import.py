@@ -5,11 +5,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import bot.ingest.files as importer
-import bot.ingest.merge as merge
 from bot.ingest.files import ImportFileError, import_file
 from bot.ingest.merge import ImportResult
 from reports.i18n import translator
@@ -722,21 +721,20 @@ async def test_sqlite_staging_table_left_by_a_refused_import_does_not_block_the_
 
 
 async def test_failure_while_applying_rolls_back_what_was_already_written(
-    engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    engine: AsyncEngine, tmp_path: Path
 ) -> None:
     # Apps and clients are written before appeals; a failure then must undo them too.
-    original = merge.insert_ignoring
-
-    def failing(connection: object, table: object) -> object:
-        if table is appeals:
+    def failing(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.startswith("INSERT INTO appeals"):
             raise RuntimeError("disk full")
-        return original(connection, table)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(merge, "insert_ignoring", failing)
-    with pytest.raises(RuntimeError, match="disk full"):
-        await import_file(engine, write(tmp_path, "appeals.csv", HEADER + GOOD))
+    event.listen(engine.sync_engine, "before_cursor_execute", failing)
+    try:
+        with pytest.raises(RuntimeError, match="disk full"):
+            await import_file(engine, write(tmp_path, "appeals.csv", HEADER + GOOD))
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", failing)
     assert await counts(engine) == (0, 0, 0)
-    monkeypatch.undo()
     path = write(tmp_path, "appeals.csv", HEADER + GOOD)
     assert await import_file(engine, path) == ImportResult(rows=1, new=1, duplicates=0)
 
