@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from pyroaring import BitMap
-from sqlalchemy import ColumnElement, Table, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, Table, and_, case, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from reports.model import Metrics, Period
@@ -113,6 +113,36 @@ def _union(bitmaps: Sequence[BitMap]) -> BitMap:
     return BitMap.union(*bitmaps) if len(bitmaps) > 1 else BitMap(bitmaps[0])
 
 
+async def whole_hour_edges(
+    connection: AsyncConnection, edges: list[tuple[datetime, datetime]]
+) -> tuple[list[tuple[datetime, datetime]], list[int]]:
+    """The edges still to read from appeals, and the UTC hours whose bucket answers an edge.
+
+    An edge inside one hour with no appeal of that hour outside it holds exactly the hour's
+    appeals (and so its first appeals): its bucket answers it. A period ending now is the
+    usual case, its last hour has no appeals after now; reading that edge instead meant every
+    appeal of the current hour (a live hour of 10,000 appeals: 50 ms for every report).
+    """
+    inside = [(a, b, hour_floor(a)) for a, b in edges if b <= hour_start(hour_floor(a) + 1)]
+    if not inside:
+        return edges, []
+    created = appeals.c.created_at
+    # Two index seeks an edge: any appeal of its hour before it, any after it.
+    probes = [
+        exists().where(created >= low, created < high)
+        for a, b, hour in inside
+        for low, high in ((hour_start(hour), a), (b, hour_start(hour + 1)))
+    ]
+    found = (await connection.execute(select(*probes))).one()
+    whole = [
+        (a, b, hour)
+        for number, (a, b, hour) in enumerate(inside)
+        if not found[2 * number] and not found[2 * number + 1]
+    ]
+    whole_edges = {(a, b) for a, b, _ in whole}
+    return [edge for edge in edges if edge not in whole_edges], [hour for *_, hour in whole]
+
+
 async def period_metrics_from_store(
     connection: AsyncConnection,
     period: Period,
@@ -129,6 +159,8 @@ async def period_metrics_from_store(
     else:
         edges = [(a, b) for a, b in ((start, hour_start(h0)), (hour_start(h1), end)) if a < b]
         runs = cover(h0, h1)
+    edges, whole_hours = await whole_hour_edges(connection, edges)
+    runs += [(HOUR, hour, hour + 1) for hour in whole_hours]
 
     by_app: dict[int, list[BitMap]] = defaultdict(list)
     appeal_count = firsts = 0
@@ -263,4 +295,5 @@ __all__ = [
     "next_month",
     "period_metrics_from_store",
     "store_ready",
+    "whole_hour_edges",
 ]

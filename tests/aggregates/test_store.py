@@ -22,7 +22,7 @@ from bot.storage.aggregates import (
     refresh_aggregates,
 )
 from bot.storage.engine import write_transaction
-from reports.aggregates import cover, hour_floor, hour_start
+from reports.aggregates import cover, hour_floor, hour_start, whole_hour_edges
 from reports.metrics import build_report
 from reports.model import Period, PeriodPair, ReportFilter
 from reports.schema import appeals, apps, clients
@@ -292,3 +292,44 @@ async def test_rows_in_hand_are_stored_as_a_file_of_them_is_imported(
     stored_clients = {appeal: client for appeal, client, *_ in await stored_appeals(engine)}
     assert all(stored_clients[appeal] == client for appeal, client, *_ in rows[5:25])
     assert ("c-tie", "tie-b") in await first_appeal_rows(engine)
+
+
+async def test_an_edge_alone_in_its_hour_is_answered_by_the_hour_bucket(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    # 10:00-11:00 UTC holds appeals at 10:05 and 10:20 (a client on two apps, a first appeal);
+    # a period ending at 10:30 has no appeal of that hour after it, one ending at 10:10 has.
+    rows = [
+        ("e1", "c1", "whatsapp", "Sales", "2026-03-02T10:05:00+00:00"),
+        ("e2", "c1", "vk", "Группа ВК", "2026-03-02T10:20:00+00:00"),
+        ("e3", "c2", "whatsapp", "Sales", "2026-03-02T10:20:00+00:00"),
+        ("e0", "c2", "email", "Inbox", "2026-03-01T09:00:00+00:00"),
+    ]
+    await load(engine, tmp_path, rows, "edges")
+    ten, half_past = utc(2026, 3, 2, 10), utc(2026, 3, 2, 10, 30)
+    at_ten_past = utc(2026, 3, 2, 10, 10)
+    since_midnight = (utc(2026, 3, 2) - timedelta(minutes=30), half_past)
+    async with engine.connect() as connection:
+        edges, hours = await whole_hour_edges(connection, [(ten, half_past)])
+        assert (edges, hours) == ([], [hour_floor(ten)])
+        edges, hours = await whole_hour_edges(connection, [(ten, at_ten_past)])
+        assert (edges, hours) == ([(ten, at_ten_past)], [])
+        # The edge 23:30-24:00 of the day before is alone in its hour as well.
+        edges, hours = await whole_hour_edges(
+            connection, [(since_midnight[0], utc(2026, 3, 2)), (ten, half_past)]
+        )
+        assert edges == [] and len(hours) == 2
+    for end in (half_past, at_ten_past, utc(2026, 3, 2, 10, 20), utc(2026, 3, 2, 10, 5, 1)):
+        for start in (since_midnight[0], ten, utc(2026, 3, 2, 10, 4)):
+            current = Period(start=start.astimezone(MSK), end=end.astimezone(MSK), tz=MSK)
+            previous = Period(start=start - (end - start), end=start, tz=MSK)
+            pair = PeriodPair(current=current, previous=previous)
+            for flt in await filters(engine):
+                await assert_same(engine, pair, flt)
+    pair = PeriodPair(
+        current=Period(start=since_midnight[0], end=half_past, tz=MSK),
+        previous=Period(start=utc(2026, 3, 1), end=since_midnight[0], tz=MSK),
+    )
+    report = await assert_same(engine, pair, ReportFilter())
+    assert (report.current.appeals, report.current.contacted_clients) == (3, 2)
+    assert (report.current.new_clients, report.current.repeat_appeals) == (1, 2)
