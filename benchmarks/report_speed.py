@@ -179,7 +179,9 @@ def live_rows(rows: int, now: datetime, seed: int = 2) -> list[AppealRow]:
         channel, app, _ = rng.choices(APPS, [w for *_, w in APPS])[0]
         client = int(clients * rng.random() ** 2) if rng.random() < 0.9 else clients + number
         back = timedelta(days=rng.randrange(1, 4)) if rng.random() < 0.05 else timedelta()
-        created = now - back - timedelta(seconds=rng.randrange(3600))
+        # Stored before the report asks: none at its very instant (the store answers the hour
+        # ending now from its bucket while no appeal of the hour is at or after now).
+        created = now - back - timedelta(seconds=rng.randrange(3600), microseconds=1)
         batch.append(AppealRow(f"live{seed}-{number}", f"c{client}", channel, app, created))
     return batch
 
