@@ -216,18 +216,15 @@ async def staged_conflicts(
 
 
 async def create_staging(connection: AsyncConnection) -> None:
-    # On SQLite the driver runs DDL outside the transaction, so a staging table left behind by
-    # a rolled-back import on this pooled connection may still exist.
+    # A rollback drops the staging table with the rest (the engine begins SQLite transactions
+    # itself, so DDL is inside them); this guards against a caller that caught a failed merge
+    # and committed, which would leave one on this pooled connection.
     await connection.execute(text("DROP TABLE IF EXISTS import_staging"))
     await connection.run_sync(staging.create)
 
 
-def insert_ignoring(connection: AsyncConnection, table: Table) -> Insert:
-    """INSERT that can skip rows a concurrent import added (ON CONFLICT DO NOTHING)."""
-    return _insert_ignoring(connection.dialect.name, table)
-
-
 def _insert_ignoring(dialect: str, table: Table) -> Insert:
+    """INSERT that can skip rows a concurrent import added (ON CONFLICT DO NOTHING)."""
     if dialect == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing()
     if dialect == "sqlite":
