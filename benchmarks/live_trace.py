@@ -121,7 +121,12 @@ async def run(rows: int, database: Path | None) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--database", type=Path, help="built once, then traced on a copy")
+    parser.add_argument(
+        "--database",
+        type=Path,
+        help="built once, then traced on a copy; give it the same --rows each time (the live "
+        "batches pick their clients from the N/6 the rows were generated with)",
+    )
     args = parser.parse_args()
     asyncio.run(run(args.rows, args.database))
 
