@@ -1,5 +1,7 @@
 """Migrations build the schema on both backends and the UTC column keeps instants exact."""
 
+import sqlite3
+from contextlib import closing
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -10,7 +12,7 @@ from sqlalchemy import Connection, insert, select, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.storage.engine import migrate
+from bot.storage.engine import SQLITE_MMAP_BYTES, migrate
 from bot.storage.tables import metadata
 from reports.schema import UTCDateTime, appeals, apps, clients
 
@@ -78,6 +80,26 @@ async def test_sqlite_runs_in_wal_mode(sqlite_engine: AsyncEngine) -> None:
     async with sqlite_engine.connect() as connection:
         assert (await connection.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
         assert (await connection.execute(text("PRAGMA busy_timeout"))).scalar() == 10000
+
+
+def _mmap_limit_of_this_sqlite() -> int:
+    """The most a `PRAGMA mmap_size` gets from this SQLite build (its MAX_MMAP_SIZE)."""
+    with closing(sqlite3.connect(":memory:")) as probe:
+        for (option,) in probe.execute("PRAGMA compile_options"):
+            if option.startswith("MAX_MMAP_SIZE="):
+                return int(option.split("=", 1)[1], 0)
+    return 0x7FFF0000  # SQLite's default when the build does not say
+
+
+async def test_sqlite_reads_the_database_through_a_memory_map(
+    sqlite_engine: AsyncEngine,
+) -> None:
+    # The build's default is 0 (plain reads); every pooled connection maps the file.
+    expected = min(SQLITE_MMAP_BYTES, _mmap_limit_of_this_sqlite())
+    assert expected > 0
+    async with sqlite_engine.connect() as first, sqlite_engine.connect() as second:
+        for connection in (first, second):
+            assert (await connection.execute(text("PRAGMA mmap_size"))).scalar() == expected
 
 
 async def test_migrations_build_exactly_the_declared_schema(engine: AsyncEngine) -> None:
