@@ -32,11 +32,11 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 MIGRATION_LOCK = 0x626F74206D6967
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 # SQLite reads the database file through a memory map of up to this size (0x7fff0000, the most
-# its default build allows). A live batch reads a thousand index pages at random places: mapped,
-# each is a memory access instead of a read() call and a copy, and the kernel keeps pages mapped
-# into the process where it may drop unmapped page cache nobody read for a while (this machine
-# pages out file cache idle for a minute): 5M live batches 90 s apart took a median of 279 ms
-# unmapped and 97 ms mapped (benchmarks/idle_batches.py). Writes still go through the WAL.
+# its default build allows). A live batch reads index pages at random places: mapped, each is a
+# memory access instead of a read() call and a copy, and the kernel keeps pages mapped into the
+# process where it may drop unmapped page cache nobody read for a while (this machine pages out
+# file cache idle for a minute): 5M live batches 90 s apart took a median of 279 ms unmapped and
+# 97 ms mapped (benchmarks/idle_batches.py). Writes still go through the WAL.
 SQLITE_MMAP_BYTES = 0x7FFF0000
 
 # Storage functions take the update's session or a connection of their own alike.
