@@ -38,6 +38,13 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 # file cache idle for a minute): 5M live batches 90 s apart took a median of 279 ms unmapped and
 # 97 ms mapped (benchmarks/idle_batches.py). Writes still go through the WAL.
 SQLITE_MMAP_BYTES = 0x7FFF0000
+# A WAL longer than this is cut back to it by the commit after the WAL restarts. Without a
+# limit the WAL of a big import (5M appeals: 933 MB) stays on the disk, and later commits write
+# their frames into pages of it the kernel has paged out meanwhile: a frame covering part of a
+# page makes the kernel read that page back first (5M live batches after an import: 84-243 ms
+# with it long, 62-99 ms cut back and kept mapped by bot.storage.resident; report_speed.py).
+# A few live batches' frames fit, so steady writes reuse the file instead of growing it.
+SQLITE_WAL_KEEP_BYTES = 16 * 2**20
 
 # Storage functions take the update's session or a connection of their own alike.
 Executor = AsyncSession | AsyncConnection
@@ -120,7 +127,8 @@ async def session_read_retrying(
 
 
 def create_engine(url: str, *, background_checkpoints: bool = False) -> AsyncEngine:
-    """Create the async engine; SQLite gets WAL, a busy timeout, foreign keys and mapped reads.
+    """Create the async engine; SQLite gets WAL (kept short), a busy timeout, foreign keys and
+    mapped reads.
 
     background_checkpoints=True keeps SQLite's commits from checkpointing the WAL: the caller
     runs bot.storage.checkpoints.checkpoint_forever instead (the bot does).
@@ -167,6 +175,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, autocheckpoint: bool
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
+    cursor.execute(f"PRAGMA journal_size_limit={SQLITE_WAL_KEEP_BYTES}")
     cursor.close()
     # The driver's own implicit BEGIN is turned off; _sqlite_begin starts each transaction.
     dbapi_connection.isolation_level = None

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from bot.ingest.merge import AppealRow, store_appeals
 from bot.storage import checkpoints
 from bot.storage.checkpoints import WalState, checkpoint, checkpoint_forever
-from bot.storage.engine import create_engine, migrate, write_transaction
+from bot.storage.engine import SQLITE_WAL_KEEP_BYTES, create_engine, migrate, write_transaction
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -77,6 +77,31 @@ async def test_autocheckpoint_is_off_on_every_connection_of_the_bots_engine(
     finally:
         await engine.dispose()
         await default.dispose()
+
+
+async def test_the_wal_of_a_big_write_is_cut_back_by_the_next_commit(tmp_path: Path) -> None:
+    # Left long, the WAL of a big import stays on the disk and later writes go into pages of
+    # it the kernel has paged out since.
+    path = tmp_path / "bot.db"
+    wal = tmp_path / "bot.db-wal"
+    engine = create_engine(f"sqlite+aiosqlite:///{path}", background_checkpoints=True)
+    try:
+        async with engine.connect() as one, engine.connect() as two:
+            for connection in (one, two):
+                limit = await connection.scalar(text("PRAGMA journal_size_limit"))
+                assert limit == SQLITE_WAL_KEEP_BYTES
+        await migrate(engine)
+        async with write_transaction(engine) as connection:
+            await store_appeals(connection, rows(60_000))
+        assert wal.stat().st_size > SQLITE_WAL_KEEP_BYTES + 4 * 2**20
+        state = await checkpoint(engine)
+        assert state is not None and state.checkpointed == state.frames
+        # The WAL restarts with the next write; its commit cuts the file back to the limit.
+        async with write_transaction(engine) as connection:
+            await store_appeals(connection, rows(60_010)[60_000:])
+        assert 0 < wal.stat().st_size <= SQLITE_WAL_KEEP_BYTES
+    finally:
+        await engine.dispose()
 
 
 async def test_postgres_has_no_wal_to_checkpoint(postgres_url: str) -> None:
