@@ -35,6 +35,7 @@ from bot.shared_state import RedisState, connect
 from bot.storage.checkpoints import checkpoints_in_background
 from bot.storage.engine import session_factory
 from bot.storage.people import Role
+from bot.storage.resident import resident_in_background
 from bot.telegram import outbound
 from bot.telegram.commands import people_with_roles, set_commands
 from bot.telegram.delivery import ReportService
@@ -297,7 +298,7 @@ async def serve(settings: Settings, engine: AsyncEngine) -> int:
             else None
         )
         try:
-            async with checkpoints_in_background(engine):
+            async with checkpoints_in_background(engine), resident_in_background(engine):
                 if web_runner is not None and webhook is not None:
                     return await _serve_webhook(app, settings, web_runner)
                 await app.dispatcher.start_polling(app.bot)
