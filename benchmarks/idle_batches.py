@@ -1,15 +1,16 @@
-"""Benchmark: live batches after idle gaps, on two copies of a database read plainly and mapped.
+"""Benchmark: live batches after idle gaps, on copies of a database read plainly, mapped, kept.
 
 Run: .venv/bin/python benchmarks/idle_batches.py [--rows 5000000] [--database FILE]
         [--gap 90] [--rounds 6]
 The database is built once into FILE as benchmarks/live_trace.py builds it (give it the same
---rows each time). Two copies of it are opened with the bot's engine, one with SQLite's memory
-map turned off (plain read() calls through the page cache, SQLite's default) and one as the bot
-opens it (PRAGMA mmap_size); both read the indexes a live batch uses once, whole. Then, --rounds
-times, after --gap idle seconds, each copy takes the same batch of report_speed's live appeals,
-in alternating order. A kernel that pages out file cache nobody read for a while (this machine's
-does) leaves the plain copy's pages on the disk and the mapped copy's in memory: the script
-prints each batch's time and how much of each file is in memory before it (util-linux fincore).
+--rows each time). Three copies of it are opened with the bot's engine: one with SQLite's memory
+map turned off (plain read() calls through the page cache, SQLite's default), one with SQLite's
+map alone (PRAGMA mmap_size, as the engine opens it), and one as the bot runs it, its file also
+kept mapped whole by bot.storage.resident; all three read the indexes a live batch uses once,
+whole. Then, --rounds times, after --gap idle seconds, each copy takes the same batch of
+report_speed's live appeals, in rotating order. A kernel that pages out file cache nobody read
+for a while (this machine's does) takes the pages nobody has mapped: the script prints each
+batch's time and how much of each file is in memory before it (util-linux fincore).
 """
 
 import argparse
@@ -34,9 +35,10 @@ from benchmarks.report_speed import live_rows  # noqa: E402
 from bot.ingest.merge import store_appeals  # noqa: E402
 from bot.storage.checkpoints import checkpoints_in_background  # noqa: E402
 from bot.storage.engine import create_engine, write_transaction  # noqa: E402
+from bot.storage.resident import resident_in_background  # noqa: E402
 
 # What a live batch reads at random places: the appeals' client and external-id indexes, the
-# clients table and its external-id index; read whole once, so both copies start alike.
+# clients table and its external-id index; read whole once, so the copies start alike.
 WARM_UP = (
     "SELECT count(*) FROM appeals INDEXED BY ix_appeals_client_first WHERE client_id > 0",
     "SELECT count(*) FROM appeals INDEXED BY sqlite_autoindex_appeals_1 WHERE external_id > ''",
@@ -77,7 +79,7 @@ async def run(rows: int, database: Path | None, gap: float, rounds: int) -> None
         if not database.exists():
             await build(database, rows)
         copies = {}
-        for name, mapped in (("plain", False), ("mapped", True)):
+        for name, mapped in (("plain", False), ("mapped", True), ("kept", True)):
             path = Path(tmp) / f"{name}.db"
             copy_database(database, path)
             copies[name] = (open_copy(path, mapped=mapped), path)
@@ -93,10 +95,17 @@ async def run(rows: int, database: Path | None, gap: float, rounds: int) -> None
         async with (
             checkpoints_in_background(copies["plain"][0]),
             checkpoints_in_background(copies["mapped"][0]),
+            checkpoints_in_background(copies["kept"][0]),
+            resident_in_background(copies["kept"][0]) as kept,
         ):
+            assert kept is not None
             for round_ in range(rounds):
                 await asyncio.sleep(gap)
-                order = list(copies) if round_ % 2 == 0 else list(copies)[::-1]
+                if round_ == 0:
+                    mapped = kept.database.mapped / 2**20
+                    print(f"kept: {mapped:,.0f} MB mapped by bot.storage.resident")
+                names = list(copies)
+                order = names[round_ % 3 :] + names[: round_ % 3]
                 line = []
                 for name in order:
                     engine, path = copies[name]

@@ -7,8 +7,9 @@ Each time is the whole report (the period, its previous period and all-time clie
 median of --repeats runs (plain SQL: one run, it is the reference); every row checks that the
 three give the same numbers. Then eleven batches of 1,000 new appeals are applied live through
 the write path, each timed with its commit (the first apart, the median of the other ten), the
-store is checked again, and its size is printed. The engine is the bot's: commits leave the WAL
-to the background checkpoint task.
+store is checked again, and its size is printed. The engine is the bot's and runs what the bot
+runs beside it: the background checkpoint task (commits leave the WAL to it) and the task that
+keeps the database file mapped and in memory (bot.storage.resident).
 """
 
 import argparse
@@ -31,6 +32,7 @@ from bot.ingest.merge import AppealRow, store_appeals  # noqa: E402
 from bot.storage.aggregates import aggregates_size  # noqa: E402
 from bot.storage.checkpoints import checkpoints_in_background  # noqa: E402
 from bot.storage.engine import create_engine, migrate, write_transaction  # noqa: E402
+from bot.storage.resident import resident_in_background  # noqa: E402
 from reports.metrics import build_report_from_store, build_report_sql  # noqa: E402
 from reports.model import Period, PeriodPair, Report, ReportFilter  # noqa: E402
 from reports.periods import parse_period  # noqa: E402
@@ -186,8 +188,12 @@ def live_rows(rows: int, now: datetime, seed: int = 2) -> list[AppealRow]:
     return batch
 
 
-def file_size(folder: Path) -> int:
-    return sum(path.stat().st_size for path in folder.glob("bench.db*"))
+def file_size(folder: Path, suffixes: tuple[str, ...] = ("", "-wal", "-shm")) -> int:
+    return sum(
+        path.stat().st_size
+        for suffix in suffixes
+        if (path := folder / f"bench.db{suffix}").exists()
+    )
 
 
 async def timed(function, *args):  # noqa: ANN001, ANN201
@@ -243,7 +249,7 @@ async def run(rows: int, database_url: str | None, repeats: int) -> None:
         url = database_url or f"sqlite+aiosqlite:///{db_path}"
         # The bot's own setting: commits leave the WAL to a background checkpoint task.
         engine = create_engine(url, background_checkpoints=True)
-        async with checkpoints_in_background(engine):
+        async with checkpoints_in_background(engine), resident_in_background(engine) as resident:
             await migrate(engine)
             started = time.perf_counter()
             result = await import_file(engine, csv_path)
@@ -267,6 +273,14 @@ async def run(rows: int, database_url: str | None, repeats: int) -> None:
                 store_parts.append(took)
 
             merge._refresh_store = timed_refresh
+            if resident is not None:
+                print(
+                    f"\nbefore the live batches, kept mapped: "
+                    f"{resident.database.mapped / 2**20:,.0f} MB of the "
+                    f"{file_size(Path(tmp), suffixes=('',)) / 2**20:,.0f} MB database file, "
+                    f"{resident.wal.mapped / 2**20:,.1f} MB of the "
+                    f"{file_size(Path(tmp), suffixes=('-wal',)) / 2**20:,.1f} MB WAL"
+                )
             for batch in range(LIVE_BATCHES):
                 live = live_rows(rows, now, seed=2 + batch)
                 started = time.perf_counter()
