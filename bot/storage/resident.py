@@ -162,7 +162,7 @@ async def keep_resident_forever(
             try:
                 grown = await asyncio.to_thread(file.extend)
                 if grown:
-                    logger.debug("%s: %d bytes more kept in memory", file.path, grown)
+                    logger.debug("%s: %d bytes mapped anew", file.path, grown)
             except (OSError, ValueError):
                 logger.warning(
                     "cannot keep %s in memory; the next round tries again",
