@@ -191,4 +191,6 @@ async def resident_in_background(engine: AsyncEngine) -> AsyncIterator[Resident 
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        resident.close()
+        # Off the event loop: close waits for a mapping still being read in by the cancelled
+        # round's thread (seconds for a big file just after start).
+        await asyncio.to_thread(resident.close)
