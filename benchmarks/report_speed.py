@@ -9,7 +9,7 @@ three give the same numbers. Then eleven batches of 1,000 new appeals are applie
 the write path, each timed with its commit (the first apart, the median of the other ten), the
 store is checked again, and its size is printed. The engine is the bot's and runs what the bot
 runs beside it: the background checkpoint task (commits leave the WAL to it) and the task that
-keeps the database file mapped and in memory (bot.storage.resident).
+keeps the database file and its WAL mapped and in memory (bot.storage.resident).
 """
 
 import argparse
